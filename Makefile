@@ -1,0 +1,54 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole test suite).
+# Both set everything up on a fresh machine: a virtualenv in .venv, the pinned torch, the
+# dependencies, and the extension semiearth._C (with CUDA kernels when nvcc is present).
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARCH := $(shell uname -m)
+# torch pins that import torchvision and compile CUDA sources on these machines (DESIGN.md section 6).
+ifeq ($(ARCH),aarch64)
+TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+endif
+CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
+FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
+export CUDA_HOME FORCE_CUDA
+
+.PHONY: setup build test test-python test-cpp demo bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_PINS)
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+build: setup
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+
+test: test-python test-cpp
+
+test-python: build
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
+
+test-cpp: setup
+	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+		-DPython3_EXECUTABLE=$(abspath $(PY))
+	cmake --build build/cmake
+	cd build/cmake && ctest --output-on-failure
+
+demo: build
+	$(VENV)/bin/semiearth-train --config configs/demo.yaml
+
+bench: build
+	$(PY) bench/purify_throughput.py
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf build semiearth/_C*.so *.egg-info

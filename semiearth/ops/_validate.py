@@ -1,0 +1,54 @@
+"""Argument checks shared by the ops: each error names the argument and says how to fix it."""
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_tensor(op: str, name: str, t, ndim: int, dtypes, shape_doc: str) -> None:
+    """Raise TypeError/ValueError unless `t` is a tensor of rank `ndim` with one of `dtypes`."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor {shape_doc}, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have shape {shape_doc}, got {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: {name} must have dtype {names}, got {str(t.dtype).replace('torch.', '')}")
+
+
+def check_same_device(op: str, ref_name: str, ref: torch.Tensor, **others) -> None:
+    for name, t in others.items():
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; move them to one device")
+
+
+def check_logits(op: str, logits) -> None:
+    """logits [B,C,H,W] float32/16/bf16 with C, H, W >= 1."""
+    check_tensor(op, "logits", logits, 4, FLOAT_DTYPES, "[B,C,H,W]")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{op}: logits has C = 0 classes; it must have at least one class channel")
+    if logits.numel() == 0:
+        raise ValueError(f"{op}: logits {tuple(logits.shape)} is empty; B, H and W must be >= 1")
+
+
+def nonfinite_error(op: str, count: int) -> ValueError:
+    return ValueError(
+        f"{op}: logits contain NaN or inf at {count} pixel(s); check the teacher's output "
+        "(fp16 overflow, a diverged model) before purifying"
+    )
+
+
+def check_finite_logits(op: str, logits: torch.Tensor) -> None:
+    finite = torch.isfinite(logits).all(dim=1)
+    if not bool(finite.all()):
+        raise nonfinite_error(op, int((~finite).sum()))
+
+
+def check_unit_interval(op: str, name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{op}: {name} must be a number in (0, 1], got {value!r}")
+
+
+def check_int(op: str, name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")

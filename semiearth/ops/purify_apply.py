@@ -1,0 +1,131 @@
+"""purify_apply: fuse the VLM's class probabilities into the teacher's pseudo-labels, in one pass.
+
+A candidate pixel (LOW, not IGNORED) whose (cell, pseudo-label) segment was sent to the VLM as
+region r (seg_table[b, y // cell, x // cell, label] = r >= 0) is updated from q[r]:
+
+- rule "bayes": p'_i proportional to p_i * q_r,i ** trust (p = teacher softmax). A uniform q changes
+  nothing, agreement raises the confidence (VLM-confirmed pixels can pass the loss threshold),
+  confident disagreement relabels.
+- rule "paper": the SemiEarth authors' formula, for reproduction: the VLM's class k = argmax q_r is
+  scored as a softmax over per-class maps (0.95 for k, 0 elsewhere), the pixel takes class k and
+  confidence c' = a * c + (1 - a) * q_k with a = c / tau. As in the reference code c' < tau, so at
+  a 0.95 loss threshold these pixels never reach the loss.
+
+Every other pixel keeps its label and confidence. Inputs are never modified.
+"""
+
+import math
+
+import torch
+
+from semiearth.ops._extension import resolve
+from semiearth.ops._validate import check_logits, check_same_device, check_tensor, check_unit_interval
+from semiearth.ops.purify_stats import IGNORED, LOW, PurifyStats
+
+OP = "purify_apply"
+RULES = {"bayes": 0, "paper": 1}
+PAPER_DETECTION_SCORE = 0.95
+
+
+def purify_apply(
+    logits: torch.Tensor,
+    stats: PurifyStats,
+    seg_table: torch.Tensor,
+    q: torch.Tensor,
+    rule: str = "bayes",
+    trust: float = 1.0,
+    tau: float = 0.7,
+    backend: str = "auto",
+):
+    """Purified (label [B,H,W] int64, conf [B,H,W] float32) from logits [B,C,H,W], stats, q [N,C].
+
+    backend: "auto" (Triton on CUDA, C++ on CPU), "torch", "cpp" or "triton".
+    """
+    check_inputs(logits, stats, seg_table, q, rule, trust, tau)
+    weights = rule_weights(q, rule, trust)
+    backend = resolve(OP, backend, logits.device, gpu_backend="triton")
+    if backend == "torch":
+        return purify_apply_reference(logits, stats, seg_table, weights, RULES[rule], tau)
+    if backend == "triton":
+        from semiearth.kernels.purify_apply import purify_apply_triton
+
+        return purify_apply_triton(logits, stats, seg_table, weights, RULES[rule], tau)
+    return torch.ops.semiearth.purify_apply(
+        logits.contiguous(),
+        stats.label.contiguous(),
+        stats.conf.contiguous(),
+        stats.flags.contiguous(),
+        seg_table.contiguous(),
+        weights,
+        stats.cell,
+        RULES[rule],
+        float(tau),
+    )
+
+
+def rule_weights(q: torch.Tensor, rule: str, trust: float) -> torch.Tensor:
+    """Per-region weights [N,C] float32 that the kernels consume.
+
+    bayes: log-weights trust * (log q - max log q), exactly 0 for a uniform q so that the fused
+    logits equal the teacher's bit for bit. paper: the softmax over 0.95/0 detection maps.
+    """
+    q = q.float()
+    if rule == "bayes":
+        logq = q.clamp_min(1e-30).log()
+        return (trust * (logq - logq.amax(dim=1, keepdim=True))).contiguous()
+    c = q.shape[1]
+    top = q.argmax(dim=1)
+    maps = torch.zeros_like(q)
+    maps[torch.arange(q.shape[0], device=q.device), top] = PAPER_DETECTION_SCORE
+    return torch.softmax(maps, dim=1).contiguous() if c > 0 else maps
+
+
+def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
+    check_logits(OP, logits)
+    b, c, h, w = logits.shape
+    if not isinstance(stats, PurifyStats):
+        raise TypeError(f"{OP}: stats must be the PurifyStats that purify_stats returned, got {type(stats).__name__}")
+    if tuple(stats.label.shape) != (b, h, w):
+        raise ValueError(f"{OP}: stats are for shape {tuple(stats.label.shape)} but logits are {(b, h, w)}")
+    hc, wc = -(-h // stats.cell), -(-w // stats.cell)
+    check_tensor(OP, "seg_table", seg_table, 4, (torch.int32,), "[B,Hc,Wc,C] int32")
+    if tuple(seg_table.shape) != (b, hc, wc, c):
+        raise ValueError(f"{OP}: seg_table must have shape {(b, hc, wc, c)} (cell {stats.cell}), got {tuple(seg_table.shape)}")
+    check_tensor(OP, "q", q, 2, (torch.float32, torch.float16, torch.bfloat16, torch.float64), "[N,C] float")
+    if q.shape[1] != c:
+        raise ValueError(f"{OP}: q has {q.shape[1]} classes but logits have {c}; the classifier's classes must match the model's")
+    if q.shape[0] > 0 and not bool(torch.isfinite(q).all() & (q >= 0).all()):
+        raise ValueError(f"{OP}: q must hold finite, non-negative class probabilities")
+    if seg_table.numel() and int(seg_table.max()) >= q.shape[0]:
+        raise ValueError(f"{OP}: seg_table refers to region {int(seg_table.max())} but q has only {q.shape[0]} rows")
+    if rule not in RULES:
+        raise ValueError(f"{OP}: rule must be one of {sorted(RULES)}, got {rule!r}")
+    if not isinstance(trust, (int, float)) or not math.isfinite(trust) or trust < 0:
+        raise ValueError(f"{OP}: trust must be a finite number >= 0, got {trust!r}")
+    check_unit_interval(OP, "tau", tau)
+    check_same_device(OP, "logits", logits, seg_table=seg_table, q=q, label=stats.label)
+
+
+def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule: int, tau: float = 0.7):
+    """Plain-torch specification of purify_apply; `weights` come from rule_weights()."""
+    b, c, h, w = logits.shape
+    cell = stats.cell
+    yy = torch.arange(h, device=logits.device) // cell
+    xx = torch.arange(w, device=logits.device) // cell
+    bb = torch.arange(b, device=logits.device)
+    region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label]  # [B,H,W]
+    cand = (stats.flags & (LOW | IGNORED)) == LOW
+    hit = cand & (region >= 0)
+    wpix = weights[region.clamp(min=0).long()].permute(0, 3, 1, 2)  # [B,C,H,W]
+    if rule == RULES["bayes"]:
+        z = logits.float() + wpix
+        new_label = z.argmax(dim=1)
+        new_conf = torch.softmax(z, dim=1).amax(dim=1)
+    else:
+        qk, k = wpix.max(dim=1)
+        a = (stats.conf / tau).clamp(0.0, 1.0)
+        new_label = k
+        new_conf = a * stats.conf + (1 - a) * qk
+    label = torch.where(hit, new_label, stats.label)
+    conf = torch.where(hit, new_conf, stats.conf)
+    return label, conf

@@ -1,0 +1,1 @@
+"""Segmentation models and frozen encoders."""

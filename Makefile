@@ -32,7 +32,7 @@ build: setup
 test: test-python test-cpp
 
 test-python: build
-	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests bench
 
 test-cpp: setup
 	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \

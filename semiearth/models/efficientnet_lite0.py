@@ -32,7 +32,7 @@ def packaged_state_dict_as_timm(model: torch.nn.Module) -> dict:
     if len(source) != len(target):
         raise RuntimeError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
     mapped = {}
-    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
             raise RuntimeError(
                 f"EfficientNet-Lite0 weight {src_key} {tuple(tensor.shape)} does not fit timm's "

@@ -2,7 +2,7 @@
 
 import os
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -10,7 +10,7 @@ BACKENDS = ("auto", "torch", "cpp", "cuda", "triton")
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (or `make test`)"
 
 
-@lru_cache(maxsize=None)
+@cache
 def extension():
     """The imported `semiearth._C` module (which registers torch.ops.semiearth), or None."""
     try:
@@ -38,7 +38,7 @@ def triton_usable(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _warn_reference_once(op: str) -> None:
     warnings.warn(
         f"semiearth.ops.{op}: the C++ extension semiearth._C is not built, using the slow torch "

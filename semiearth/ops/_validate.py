@@ -19,7 +19,9 @@ def check_tensor(op: str, name: str, t, ndim: int, dtypes, shape_doc: str) -> No
 def check_same_device(op: str, ref_name: str, ref: torch.Tensor, **others) -> None:
     for name, t in others.items():
         if t is not None and t.device != ref.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; move them to one device")
+            raise ValueError(
+                f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; move them to one device"
+            )
 
 
 def check_logits(op: str, logits) -> None:

@@ -8,7 +8,7 @@ another class than the region's get `fill` (the VLM's mean colour, 0 after norma
 Samples outside the image get `fill` too.
 """
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -16,14 +16,14 @@ from semiearth.ops._extension import resolve
 from semiearth.ops._validate import check_int, check_same_device, check_tensor
 
 OP = "crop_batch"
-Channelwise = Union[float, Sequence[float], torch.Tensor]
+Channelwise = float | Sequence[float] | torch.Tensor
 
 
 def crop_batch(
     images: torch.Tensor,
     regions: torch.Tensor,
     size: int = 224,
-    labels: Optional[torch.Tensor] = None,
+    labels: torch.Tensor | None = None,
     scale: Channelwise = 1.0,
     shift: Channelwise = 0.0,
     mask: bool = True,
@@ -59,9 +59,13 @@ def crop_batch(
 
 def check_regions(images: torch.Tensor, regions: torch.Tensor) -> None:
     """regions [N,6] float (batch, x1, y1, x2, y2, class): batch index in range, x1 <= x2, y1 <= y2."""
-    check_tensor(OP, "regions", regions, 2, (torch.float32, torch.float64), "[N,6] float (batch, x1, y1, x2, y2, class)")
+    check_tensor(
+        OP, "regions", regions, 2, (torch.float32, torch.float64), "[N,6] float (batch, x1, y1, x2, y2, class)"
+    )
     if regions.shape[1] != 6:
-        raise ValueError(f"{OP}: regions must have shape [N,6] (batch, x1, y1, x2, y2, class), got {tuple(regions.shape)}")
+        raise ValueError(
+            f"{OP}: regions must have shape [N,6] (batch, x1, y1, x2, y2, class), got {tuple(regions.shape)}"
+        )
     if regions.shape[0] == 0:
         return
     if not bool(torch.isfinite(regions).all()):

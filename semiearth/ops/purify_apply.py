@@ -90,10 +90,14 @@ def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
     hc, wc = -(-h // stats.cell), -(-w // stats.cell)
     check_tensor(OP, "seg_table", seg_table, 4, (torch.int32,), "[B,Hc,Wc,C] int32")
     if tuple(seg_table.shape) != (b, hc, wc, c):
-        raise ValueError(f"{OP}: seg_table must have shape {(b, hc, wc, c)} (cell {stats.cell}), got {tuple(seg_table.shape)}")
+        raise ValueError(
+            f"{OP}: seg_table must have shape {(b, hc, wc, c)} (cell {stats.cell}), got {tuple(seg_table.shape)}"
+        )
     check_tensor(OP, "q", q, 2, (torch.float32, torch.float16, torch.bfloat16, torch.float64), "[N,C] float")
     if q.shape[1] != c:
-        raise ValueError(f"{OP}: q has {q.shape[1]} classes but logits have {c}; the classifier's classes must match the model's")
+        raise ValueError(
+            f"{OP}: q has {q.shape[1]} classes but logits have {c}; the classifier's classes must match the model's"
+        )
     if q.shape[0] > 0 and not bool(torch.isfinite(q).all() & (q >= 0).all()):
         raise ValueError(f"{OP}: q must hold finite, non-negative class probabilities")
     if seg_table.numel() and int(seg_table.max()) >= q.shape[0]:

@@ -5,7 +5,7 @@ Per pixel: max softmax confidence, argmax pseudo-label and flags (LOW, BOUNDARY,
 (LOW and not IGNORED pixels). The torch reference below is the specification.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ def purify_stats(
     low_thresh: float = 0.7,
     radius: int = 1,
     cell: int = 32,
-    ignore: Optional[torch.Tensor] = None,
+    ignore: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> PurifyStats:
     """Confidence, pseudo-label, flags and per-cell pooling of teacher logits [B,C,H,W].

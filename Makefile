@@ -21,7 +21,6 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_PINS)
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@

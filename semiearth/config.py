@@ -1,0 +1,295 @@
+"""Configuration: YAML -> typed dataclasses.
+
+`load_config(path, overrides)` reads a YAML file with `yaml.safe_load`, applies `--set a.b=value`
+overrides (values parsed as YAML, so `--set train.lr=0.01`, `--set data.mean=[0.5,0.5,0.5]`,
+`--set purify=none`) and builds a `Config`. Unknown keys and values of the wrong type are a
+`ConfigError` that names the key and the allowed keys (or the expected type).
+
+Sections: `data` (DataConfig, the dataset contract in docs/data_contract.md), `model`, `train`,
+`purify` (VLM-PP; `purify: none` is shorthand for `purify: {method: none}`), `eval`, and top-level
+`out_dir`, `compare_baseline` (also train a supervised-only baseline and print both results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+POTSDAM_CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
+POTSDAM_PALETTE = [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value has the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    """Dataset description (see docs/data_contract.md)."""
+
+    name: str = "synthetic"
+    root: str = ""
+    num_classes: int = 6
+    class_names: list[str] = field(default_factory=lambda: list(POTSDAM_CLASSES))
+    ignore_index: int = 255
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    crop_size: int = 256
+    splits: dict[str, str] = field(default_factory=lambda: {"labeled": "", "unlabeled": "", "val": "", "test": ""})
+    bands: list[int] | None = None
+    palette: list[list[int]] | None = None
+    value_scale: float = 255.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Segmentation model: a `semiearth.models` registry name and its options."""
+
+    name: Literal["effnet_lite0_fpn", "dinov2_dpt", "tiny"] = "effnet_lite0_fpn"
+    pretrained: bool = True
+    weights: str = ""  # local file with backbone weights (dinov2_dpt); empty = hub when online
+    variant: Literal["small", "base", "large"] = "small"  # DINOv2 size
+    decoder_channels: int = 64
+    patch_multiple: int = 32  # whole-image inference pads to a multiple of this
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the teacher-student iteration (UniMatch-V2 / FixMatch-EMA defaults)."""
+
+    iters: int = 1000
+    batch_size: int = 8  # labelled images per step (per process)
+    unlabeled_batch_size: int = 8  # unlabelled images per step (per process); 0 = supervised only
+    lr: float = 5e-6  # backbone learning rate
+    head_lr_mult: float = 40.0  # decoder lr = lr * head_lr_mult
+    weight_decay: float = 0.01
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    threshold: float = 0.95  # confidence threshold of the unsupervised loss
+    ema_momentum: float = 0.996  # teacher EMA: min(1 - 1/(t+1), ema_momentum)
+    cutmix_prob: float = 0.5
+    color_jitter: float = 0.5  # strength (brightness/contrast/saturation), applied with p=0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    rotate90: bool = True  # aerial images have no up direction
+    amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only
+    grad_clip: float = 0.0  # 0 = off
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 0
+    log_every: int = 20
+    panel_every: int = 200
+    ckpt_every: int = 200
+    eval_every: int = 0  # 0 = only at the end
+    eval_max_images: int = 0  # 0 = whole val split
+    threads: int = 0  # torch.set_num_threads; 0 = leave the default
+
+
+@dataclass
+class PurifyConfig:
+    """VLM-PP hook. method none disables it; prototype/openclip/oracle pick the classifier."""
+
+    method: Literal["none", "prototype", "openclip", "oracle"] = "prototype"
+    every: int = 1  # purify every k iterations
+    low_thresh: float = 0.7
+    cell: int = 32
+    rule: Literal["bayes", "paper"] = "bayes"
+    trust: float = 1.0
+    max_regions: int = 16
+    context: float = 2.0
+    radius: int = 1
+    tau: float = 0.7
+    backend: str = "auto"
+    encoder: str = "efficientnet_lite0"  # prototype classifier encoder
+    classifier_options: dict[str, Any] = field(default_factory=dict)  # extra classifier kwargs
+    fit_images: int = 0  # labelled images used to fit prototypes; 0 = all
+    records_every: int = 1  # write purify.jsonl every k purifications
+
+
+@dataclass
+class EvalConfig:
+    """Inference for validation/test."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    window: int = 512
+    stride: int = 341
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    purify: PurifyConfig = field(default_factory=PurifyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out_dir: str = "runs/default"
+    compare_baseline: bool = False  # also train supervised-only first and print both results
+
+
+# ----------------------------------------------------------------------------- typed loading
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` (ints are accepted for floats); return it."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
+        if not args:
+            return dict(value)
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected bool (true/false), got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected float, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected str, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys."""
+    if cls is PurifyConfig and isinstance(data, str):
+        data = {"method": data}  # `purify: none` shorthand
+    if data is None:
+        data = {}
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; allowed keys in {where}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    obj = cls(**kwargs)
+    _validate(obj, prefix)
+    return obj
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Cross-field checks that types cannot express."""
+    if isinstance(obj, DataConfig):
+        if len(obj.mean) != 3 or len(obj.std) != 3:
+            raise ConfigError(f"{_join(prefix, 'mean')}/std: expected 3 values each")
+        if obj.class_names and len(obj.class_names) != obj.num_classes:
+            raise ConfigError(
+                f"{_join(prefix, 'class_names')}: {len(obj.class_names)} names for num_classes={obj.num_classes}"
+            )
+        bad = [k for k in obj.splits if k not in ("labeled", "unlabeled", "val", "test")]
+        if bad:
+            raise ConfigError(
+                f"unknown key '{_join(prefix, 'splits.' + bad[0])}'; allowed: labeled, unlabeled, val, test"
+            )
+    if isinstance(obj, TrainConfig):
+        if obj.iters < 1:
+            raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
+        if len(obj.scale_range) != 2:
+            raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, data or {})
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` overrides to a raw config mapping (value parsed as YAML)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=0.01")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and parts[: depth + 1] == ["purify"]:
+                child = {"method": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: '{'.'.join(parts[: depth + 1])}' is not a section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML `path` (or defaults when None), apply overrides, and return a typed Config."""
+    data: dict = {}
+    if path:
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: invalid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

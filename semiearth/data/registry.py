@@ -1,0 +1,54 @@
+"""Dataset registry: `build_dataset(cfg, split)`.
+
+Contract (shared by every dataset; see docs/data_contract.md):
+
+- A dataset class is constructed as `Class(cfg: DataConfig, split)` with split one of
+  `labeled`, `unlabeled`, `val`, `test`. `cfg.splits[split]` is a list-file path relative to
+  `cfg.root` (or empty when the dataset defines its own split).
+- `dataset[i]` is a dict:
+  - `image`: float32 tensor [3, H, W], RGB in [0, 1], not normalised (the trainer normalises
+    with `cfg.mean`/`cfg.std`);
+  - `mask`: int64 tensor [H, W], train ids 0..C-1 and `cfg.ignore_index` elsewhere (unlabelled
+    items may carry a mask filled with `cfg.ignore_index`);
+  - `name`: str, unique within the split.
+- Cropping, augmentation and normalisation are the trainer's job; datasets return whole tiles.
+- Classes are imported lazily, so a dataset with optional dependencies (rasterio) costs nothing
+  unless it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from semiearth.config import DataConfig
+
+SPLITS = ("labeled", "unlabeled", "val", "test")
+
+DATASETS: dict[str, str] = {
+    "synthetic": "semiearth.data.synthetic:SyntheticAerial",
+    "loveda": "semiearth.data.loveda:LoveDA",
+    "potsdam": "semiearth.data.isprs:Potsdam",
+    "vaihingen": "semiearth.data.isprs:Vaihingen",
+    "openearthmap": "semiearth.data.openearthmap:OpenEarthMap",
+    "folder": "semiearth.data.folder:FolderDataset",
+}
+
+
+def register_dataset(name: str, target: str) -> None:
+    """Register `name` -> "module:Class" (for datasets outside this package)."""
+    DATASETS[name] = target
+
+
+def dataset_class(name: str) -> type:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset '{name}'; known datasets: {', '.join(sorted(DATASETS))}")
+    module_name, _, attr = DATASETS[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def build_dataset(cfg: DataConfig, split: str):
+    """The `split` of the dataset `cfg.name`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    return dataset_class(cfg.name)(cfg, split)

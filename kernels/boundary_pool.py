@@ -1,0 +1,112 @@
+"""Triton kernel 2 of purify_stats: class-boundary flag and per-cell boundary count.
+
+A light second pass over the int64 labels that kernel 1 wrote: a pixel is BOUNDARY when a pixel
+at Chebyshev distance <= radius, inside the image and not ignored, has another label. The
+neighbour loads hit L1/L2 (the same rows are being read by this and the neighbouring programs),
+so DRAM traffic is ~one read of label + flags and one write of flags. Same ownership of whole
+cells as kernel 1 (see confidence.py), so nboundary is stored without atomics.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .confidence import TileConfig
+
+LOW_BIT: tl.constexpr = 1
+BOUNDARY_BIT: tl.constexpr = 2
+IGNORED_BIT: tl.constexpr = 4
+
+
+@triton.jit
+def _boundary_pool_kernel(
+    label_ptr,  # [B,H,W] int64 (contiguous)
+    ignore_ptr,  # [B,H,W] uint8 (contiguous), read only if HAS_IGNORE
+    flags_ptr,  # [B,H,W] uint8 in/out: BOUNDARY is added
+    nbnd_ptr,  # [B,Hc,Wc] int32 out
+    H,
+    W,
+    Hc,
+    Wc,
+    cell,
+    radius,
+    cells_per_prog,
+    cell_rows_per_prog,
+    HAS_IGNORE: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    NC: tl.constexpr,
+):
+    pid_x = tl.program_id(0)
+    pid_y = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+
+    p = tl.arange(0, ROWS * BLOCK_W)
+    rr = p // BLOCK_W
+    cc = p % BLOCK_W
+    span = cells_per_prog * cell
+    x = pid_x * span + cc
+    col_ok = (cc < span) & (x < W)
+    lc = cc // cell
+    cx0 = pid_x * cells_per_prog
+    j = tl.arange(0, NC)
+    base = b * H.to(tl.int64) * W
+
+    for cr in range(0, cell_rows_per_prog):
+        cy = pid_y * cell_rows_per_prog + cr
+        y_start = cy * cell
+        y_end = tl.minimum(y_start + cell, H)
+        nb_acc = tl.zeros([ROWS * BLOCK_W], tl.int32)
+        for y0 in range(y_start, y_end, ROWS):
+            y = y0 + rr
+            pmask = col_ok & (y < y_end)
+            out = base + y.to(tl.int64) * W + x
+            lab = tl.load(label_ptr + out, mask=pmask, other=0)
+            flags = tl.load(flags_ptr + out, mask=pmask, other=0).to(tl.int32)
+            bnd = tl.zeros([ROWS * BLOCK_W], tl.int1)
+            for dy in range(-radius, radius + 1):
+                ny = y + dy
+                row_ok = pmask & (ny >= 0) & (ny < H)
+                for dx in range(-radius, radius + 1):
+                    nx = x + dx
+                    ok = row_ok & (nx >= 0) & (nx < W)
+                    nofs = base + ny.to(tl.int64) * W + nx
+                    nl = tl.load(label_ptr + nofs, mask=ok, other=0)
+                    if HAS_IGNORE:
+                        ok = ok & (tl.load(ignore_ptr + nofs, mask=ok, other=1) == 0)
+                    bnd = bnd | (ok & (nl != lab))
+            flags = flags | tl.where(bnd, BOUNDARY_BIT, 0)
+            tl.store(flags_ptr + out, flags.to(tl.uint8), mask=pmask)
+            cand = (flags & (LOW_BIT | IGNORED_BIT)) == LOW_BIT
+            nb_acc += (cand & bnd & pmask).to(tl.int32)
+        cell_ok = (j < cells_per_prog) & (cx0 + j < Wc) & (cy < Hc)
+        nb = tl.sum(tl.where(lc[None, :] == j[:, None], nb_acc[None, :], 0), axis=1)
+        tl.store(nbnd_ptr + (b * Hc + cy) * Wc + cx0 + j, nb, mask=cell_ok)
+
+
+def boundary_pool(label, ignore_u8, flags, radius: int, cell: int, cfg: TileConfig) -> torch.Tensor:
+    """Run kernel 2: add BOUNDARY to `flags` in place and return nboundary [B,Hc,Wc] int32."""
+    b, h, w = label.shape
+    hc, wc = -(-h // cell), -(-w // cell)
+    nbnd = torch.empty((b, hc, wc), dtype=torch.int32, device=label.device)
+    grid = (triton.cdiv(wc, cfg.cells_per_prog), triton.cdiv(hc, cfg.cell_rows_per_prog), b)
+    _boundary_pool_kernel[grid](
+        label,
+        ignore_u8 if ignore_u8 is not None else flags,
+        flags,
+        nbnd,
+        h,
+        w,
+        hc,
+        wc,
+        cell,
+        radius,
+        cfg.cells_per_prog,
+        cfg.cell_rows_per_prog,
+        HAS_IGNORE=ignore_u8 is not None,
+        ROWS=cfg.ROWS,
+        BLOCK_W=cfg.BLOCK_W,
+        NC=cfg.NC,
+        num_warps=cfg.num_warps,
+    )
+    return nbnd

@@ -1,0 +1,649 @@
+"""``semiearth-prepare``: official dataset downloads -> a prepared folder that every SemiEarth dataset
+class reads.
+
+What it does, per source scene (see each dataset module's ``find_scenes`` for the layouts read):
+
+1. reads the image (all bands, raw dtype) and its label, checks that both have the same size, and
+   converts the label to train ids through the dataset's stated encoding
+   (:mod:`semiearth.data.classes`). Unknown colours / values are reported with their pixel counts
+   per file and stop the run, unless ``--on-unknown ignore`` maps them to ignore (still reported).
+   Image no-data (GeoTIFF nodata / mask / alpha) becomes ignore in the mask.
+2. cuts ``--tile`` x ``--tile`` tiles every ``--stride`` pixels; the last row/column of tiles is
+   aligned with the scene's edge so that the tiles cover the scene exactly (scenes smaller than a
+   tile stay whole). Images are written losslessly: PNG for PNG/JPEG sources, GeoTIFF (with each
+   tile's own georeference) for GeoTIFF sources; masks as single-channel index PNGs (255 = ignore).
+3. assigns *scenes* (never single tiles, so tiles of one scene never straddle splits) to train / val /
+   test: the official split where the dataset has one, the rest held out from the train pool with
+   ``--val-frac`` / ``--test-frac`` (seeded). With fewer than 3 scenes the hold-out is per tile
+   (then ``--stride`` must be >= ``--tile``, so that tiles do not share pixels).
+4. writes ``splits/<a>_<b>/labeled.txt`` + ``unlabeled.txt`` for every ratio a/b (nested: the 1/100
+   labelled tiles are among the 5/100 ones), ``splits/train.txt``, ``val.txt``, ``test.txt``; checks
+   that no tile (and no scene, for scene-level splits) is in two of them; writes ``summary.json`` /
+   ``summary.md`` (tiles, scenes, class pixel counts and frequencies, ignore share and image mean/std
+   per split) and ``semiearth.json`` (everything needed to re-assemble the scenes: see
+   :func:`assemble`).
+
+Same arguments and seed -> byte-identical lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from semiearth.data.classes import (
+    IGNORE_INDEX,
+    SPECS,
+    LabelError,
+    convert_colour_mask,
+    convert_index_mask,
+)
+from semiearth.data.folder import PREPARED_META
+from semiearth.data.io import (
+    DataError,
+    Scene,
+    is_geotiff,
+    list_images,
+    read_label,
+    read_raster,
+    to_rgb_float,
+    write_geotiff,
+    write_index_png,
+    write_raster_png,
+)
+
+DEFAULT_RATIOS = ("1/100", "5/100", "10/100")
+DATASETS = ("loveda", "potsdam", "vaihingen", "openearthmap", "folder")
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def parse_ratio(text) -> Fraction:
+    """'1/100', '0.05', '5%' or a number -> Fraction in (0, 1)."""
+    s = str(text).strip()
+    try:
+        if s.endswith("%"):
+            r = Fraction(s[:-1]) / 100
+        else:
+            r = Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"bad ratio {text!r}: use a/b (1/100), a decimal (0.05) or a percentage (5%)") from None
+    r = r.limit_denominator(100000)
+    if not 0 < r < 1:
+        raise ValueError(f"ratio {text!r} must be strictly between 0 and 1")
+    return r
+
+
+def ratio_tag(r: Fraction) -> str:
+    """Fraction(1, 100) -> '1_100' (the split folder name); 5/100 stays '5_100'."""
+    return f"{r.numerator}_{r.denominator}"
+
+
+def _ratio_tag_text(text) -> str:
+    s = str(text).strip()
+    if "/" in s:  # keep the user's own form: 5/100 -> 5_100 (not 1_20)
+        a, b = s.split("/", 1)
+        if a.strip().isdigit() and b.strip().isdigit():
+            return f"{int(a)}_{int(b)}"
+    return ratio_tag(parse_ratio(text))
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets covering [0, length) with windows of ``tile`` every ``stride``; the last window
+    is aligned with the end. A length <= tile gives one window [0, length)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+@dataclass
+class Tile:
+    name: str
+    scene: str
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    image: str
+    mask: str | None
+    counts: list[int]  # pixels per train id 0..C-1, then ignore
+    rgb_sum: list[float]
+    rgb_sqsum: list[float]
+    valid_px: int
+
+
+def folder_scenes(src: str, num_classes: int, **_) -> list[Scene]:
+    """Generic source for ``semiearth-prepare folder``: images/ (or JPEGImages/) + masks/ (or
+    SegmentationClass/) with train-id masks 0..C-1, 255 ignore; one pool."""
+    enc = {i: i for i in range(num_classes)}
+    enc[IGNORE_INDEX] = IGNORE_INDEX
+    for img_name, mask_name in (("images", "masks"), ("JPEGImages", "SegmentationClass")):
+        img_dir = os.path.join(src, img_name)
+        if os.path.isdir(img_dir):
+            scenes = []
+            for p in list_images(img_dir):
+                stem = os.path.splitext(os.path.basename(p))[0]
+                label = next(
+                    (
+                        os.path.join(src, mask_name, stem + e)
+                        for e in (".png", ".tif")
+                        if os.path.isfile(os.path.join(src, mask_name, stem + e))
+                    ),
+                    None,
+                )
+                scenes.append(Scene(stem, p, label, "pool" if label else "unlabeled", "index", enc))
+            return scenes
+    raise FileNotFoundError(f"folder not found: {os.path.join(src, 'images')} (or JPEGImages/)")
+
+
+def find_scenes(dataset: str, src: str, **kw) -> list[Scene]:
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"source folder not found: {src}")
+    if dataset == "loveda":
+        from semiearth.data.loveda import find_scenes as f
+    elif dataset in ("potsdam", "vaihingen"):
+        from semiearth.data.isprs import find_scenes as table
+
+        f = table[dataset]
+    elif dataset == "openearthmap":
+        from semiearth.data.openearthmap import find_scenes as f
+    elif dataset == "folder":
+        f = folder_scenes
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    scenes = f(src, **kw)
+    if not scenes:
+        raise DataError(f"no {dataset} scenes found in {src}")
+    names = [s.name for s in scenes]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise DataError(f"{src}: scene names are not unique: {sorted(dup)[:5]}")
+    return scenes
+
+
+def convert_label(scene: Scene, on_unknown: str) -> tuple[np.ndarray, dict]:
+    raw = read_label(scene.label)
+    if scene.label_kind == "colour":
+        if raw.ndim == 2:
+            raise LabelError(f"{scene.label}: expected a colour (RGB) label, got a single-channel image")
+        return convert_colour_mask(raw, scene.encoding, scene.label, on_unknown="ignore")
+    if raw.ndim == 3:
+        raise LabelError(f"{scene.label}: expected an index label, got {raw.shape[2]} channels (a colour label?)")
+    return convert_index_mask(raw, scene.encoding, scene.label, on_unknown="ignore")
+
+
+# ----------------------------------------------------------------------------------------- assign
+def assign_splits(scenes: list[Scene], val_frac: float, test_frac: float, seed: int) -> tuple[dict, str]:
+    """Scene name -> split in {train, val, test, unlabeled}; and the split level ("scene"/"tile").
+
+    Tile level is returned when held-out splits are needed but fewer than 3 labelled scenes exist;
+    then every labelled scene maps to "train" and :func:`_tile_holdout` splits its tiles."""
+    out = {}
+    pool = []
+    for s in scenes:
+        if s.label is None or s.role == "unlabeled":
+            out[s.name] = "unlabeled"
+        elif s.role in ("val", "test"):
+            out[s.name] = s.role
+        else:
+            pool.append(s.name)
+    pool.sort()
+    have_val = any(v == "val" for v in out.values())
+    have_test = any(v == "test" for v in out.values())
+    need_val = 0 if have_val or val_frac <= 0 else max(1, round(val_frac * len(pool)))
+    need_test = 0 if have_test or test_frac <= 0 else max(1, round(test_frac * len(pool)))
+    if (need_val or need_test) and len(pool) < 3:
+        for n in pool:
+            out[n] = "train"
+        return out, "tile"
+    while need_val + need_test > len(pool) - 1:  # keep at least one train scene
+        if need_val >= need_test and need_val > 1:
+            need_val -= 1
+        elif need_test > 1:
+            need_test -= 1
+        else:
+            break
+    rng = np.random.default_rng([seed, 0])
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    for n in order[:need_val]:
+        out[n] = "val"
+    for n in order[need_val : need_val + need_test]:
+        out[n] = "test"
+    for n in order[need_val + need_test :]:
+        out[n] = "train"
+    return out, "scene"
+
+
+def _tile_holdout(train_tiles: list[str], val_frac, test_frac, have_val, have_test, seed) -> tuple[list, list, list]:
+    names = sorted(train_tiles)
+    n = len(names)
+    nv = 0 if have_val or val_frac <= 0 else max(1, round(val_frac * n))
+    nt = 0 if have_test or test_frac <= 0 else max(1, round(test_frac * n))
+    if nv + nt > n - 1:
+        raise DataError(
+            f"only {n} labelled tile(s): cannot hold out {nv} val + {nt} test tile(s) and keep one for training; "
+            "use a smaller --tile, more scenes, or --val-frac/--test-frac 0"
+        )
+    rng = np.random.default_rng([seed, 0])
+    order = [names[i] for i in rng.permutation(n)]
+    return order[nv + nt :], order[:nv], order[nv : nv + nt]
+
+
+# ----------------------------------------------------------------------------------------- main
+def prepare(
+    dataset: str,
+    src: str,
+    out: str,
+    tile: int = 512,
+    stride: int | None = None,
+    ratios=DEFAULT_RATIOS,
+    seed: int = 0,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    on_unknown: str = "error",
+    label_variant: str = "auto",
+    image_variant: str = "RGB",
+    num_classes: int | None = None,
+    value_scale: float = 255.0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Prepare ``dataset`` from ``src`` into ``out``; returns the summary dict (also written)."""
+    stride = stride or tile
+    if tile < 1 or stride < 1:
+        raise ValueError("--tile and --stride must be >= 1")
+    if on_unknown not in ("error", "ignore"):
+        raise ValueError("on_unknown must be 'error' or 'ignore'")
+    tags = []
+    for r in ratios:
+        parse_ratio(r)
+        tags.append((parse_ratio(r), _ratio_tag_text(r)))
+    tags = sorted(dict((t, r) for r, t in tags).items(), key=lambda x: x[1])  # unique tags, by ratio
+    if dataset == "folder":
+        if not num_classes:
+            raise ValueError("semiearth-prepare folder needs --num-classes")
+        class_names = [f"class_{i}" for i in range(num_classes)]
+        from semiearth.data.classes import default_palette
+
+        palette = [list(c) for c in default_palette(num_classes)]
+    else:
+        spec = SPECS[dataset]
+        num_classes, class_names, palette = spec.num_classes, list(spec.class_names), [list(c) for c in spec.palette]
+
+    scenes = find_scenes(
+        dataset, src, label_variant=label_variant, image_variant=image_variant, num_classes=num_classes
+    )
+    if os.path.exists(out) and os.listdir(out):
+        if not overwrite:
+            raise FileExistsError(f"output folder is not empty: {out} (use --overwrite to replace it)")
+        for sub in ("images", "masks", "splits"):
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+        for f in (PREPARED_META, "summary.json", "summary.md"):
+            if os.path.exists(os.path.join(out, f)):
+                os.remove(os.path.join(out, f))
+    os.makedirs(out, exist_ok=True)
+    split_of, level = assign_splits(scenes, val_frac, test_frac, seed)
+    if level == "tile" and stride < tile:
+        raise DataError(
+            f"only {sum(s.label is not None for s in scenes)} labelled scene(s): val/test are held out per tile, "
+            f"which needs --stride >= --tile (got {stride} < {tile}) so that splits share no pixels"
+        )
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    it = scenes
+    if progress and tqdm is not None:
+        it = tqdm(scenes, desc=f"prepare {dataset}", unit="scene", file=sys.stderr)
+
+    tiles: list[Tile] = []
+    scene_meta = {}
+    unknown_report: dict[str, dict] = {}
+    failed = False
+    for scene in it:
+        raster = read_raster(scene.image)
+        h, w = raster.shape
+        mask = None
+        if scene.label is not None:
+            mask, unknown = convert_label(scene, on_unknown)
+            if mask.shape != (h, w):
+                raise DataError(
+                    f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"
+                )
+            if unknown:
+                unknown_report[scene.label] = {str(k): v for k, v in unknown.items()}
+                if on_unknown == "error":
+                    failed = True
+            bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
+            if bad.any():
+                vals, cnts = np.unique(mask[bad], return_counts=True)
+                raise LabelError(
+                    f"{scene.label}: label values outside the class range 0..{num_classes - 1}: "
+                    + ", ".join(f"{v}: {c} px" for v, c in zip(vals.tolist(), cnts.tolist(), strict=True))
+                )
+            if raster.valid is not None:
+                mask = mask.copy()
+                mask[~raster.valid] = IGNORE_INDEX
+        if failed:
+            continue  # keep checking labels for the full report, write nothing more
+        geo = is_geotiff(scene.image)
+        ext = ".tif" if geo or not (raster.data.dtype == np.uint8 and raster.data.shape[0] in (1, 3, 4)) else ".png"
+        scene_meta[scene.name] = {
+            "image": os.path.abspath(scene.image),
+            "label": os.path.abspath(scene.label) if scene.label else None,
+            "role": scene.role,
+            "split": split_of[scene.name],
+            "height": h,
+            "width": w,
+            "bands": int(raster.data.shape[0]),
+            "dtype": raster.data.dtype.name,
+            "crs": str(raster.crs) if raster.crs else None,
+            "transform": list(raster.transform)[:6] if raster.transform is not None else None,
+        }
+        for y0 in tile_starts(h, tile, stride):
+            for x0 in tile_starts(w, tile, stride):
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                name = f"{scene.name}_{x0}_{y0}_{x1}_{y1}"
+                data = raster.data[:, y0:y1, x0:x1]
+                img_rel = f"images/{name}{ext}"
+                if ext == ".tif":
+                    tr = None
+                    if raster.transform is not None and geo:
+                        from rasterio.windows import Window
+                        from rasterio.windows import transform as wtransform
+
+                        tr = wtransform(Window(x0, y0, x1 - x0, y1 - y0), raster.transform)
+                    write_geotiff(os.path.join(out, img_rel), np.ascontiguousarray(data), raster.crs, tr, raster.nodata)
+                else:
+                    write_raster_png(os.path.join(out, img_rel), np.ascontiguousarray(data))
+                valid = raster.valid[y0:y1, x0:x1] if raster.valid is not None else None
+                rgb = (
+                    to_rgb_float(data, value_scale, scene.image)
+                    if data.shape[0] != 2
+                    else to_rgb_float(data[:1], value_scale)
+                )
+                if valid is not None:
+                    rgb = rgb[:, valid]
+                rgb = rgb.reshape(3, -1).astype(np.float64)
+                mask_rel, counts = None, [0] * (num_classes + 1)
+                if mask is not None:
+                    m = mask[y0:y1, x0:x1]
+                    mask_rel = f"masks/{name}.png"
+                    write_index_png(os.path.join(out, mask_rel), m)
+                    bc = np.bincount(m.ravel(), minlength=256)
+                    counts = [int(c) for c in bc[:num_classes]] + [int(bc[IGNORE_INDEX])]
+                tiles.append(
+                    Tile(
+                        name,
+                        scene.name,
+                        x0,
+                        y0,
+                        x1,
+                        y1,
+                        img_rel,
+                        mask_rel,
+                        counts,
+                        rgb.sum(1).tolist(),
+                        (rgb**2).sum(1).tolist(),
+                        int(rgb.shape[1]),
+                    )  # fmt: skip
+                )
+    if failed:
+        lines = [
+            f"  {path}: " + ", ".join(f"{k}: {v} px" for k, v in rep.items()) for path, rep in unknown_report.items()
+        ]
+        raise LabelError(
+            f"{len(unknown_report)} label file(s) hold values/colours outside the {dataset} encoding "
+            "(nothing is mapped silently; rerun with --on-unknown ignore to map them to ignore):\n" + "\n".join(lines)
+        )
+    if unknown_report:
+        log(
+            f"warning: unknown label values/colours mapped to ignore (--on-unknown ignore) in {len(unknown_report)} file(s):"
+        )
+        for path, rep in unknown_report.items():
+            log(f"  {path}: " + ", ".join(f"{k}: {v} px" for k, v in rep.items()))
+
+    # ---- splits
+    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
+    for t in tiles:
+        by_split[split_of[t.scene]].append(t.name)
+    if level == "tile":
+        have_val = any(s == "val" for s in split_of.values())
+        have_test = any(s == "test" for s in split_of.values())
+        tr, va, te = _tile_holdout(by_split["train"], val_frac, test_frac, have_val, have_test, seed)
+        by_split["train"], by_split["val"], by_split["test"] = tr, by_split["val"] + va, by_split["test"] + te
+    for k in by_split:
+        by_split[k].sort()
+    if not by_split["train"]:
+        raise DataError(f"no labelled training tiles in {src}")
+    tile_of = {t.name: t for t in tiles}
+
+    def line(name: str) -> str:
+        t = tile_of[name]
+        return f"{t.image} {t.mask}" if t.mask else t.image
+
+    split_dir = os.path.join(out, "splits")
+    os.makedirs(split_dir, exist_ok=True)
+    lists: dict[str, list[str]] = {}
+
+    def write_list(rel: str, names: list[str]) -> None:
+        lists[rel] = names
+        with open(os.path.join(split_dir, rel), "w") as f:
+            f.writelines(line(n) + "\n" for n in names)
+
+    write_list("train.txt", by_split["train"])
+    for key in ("val", "test"):
+        if by_split[key]:
+            write_list(f"{key}.txt", by_split[key])
+    if by_split["unlabeled"]:
+        write_list("unlabeled_only.txt", by_split["unlabeled"])
+    train = by_split["train"]
+    perm = np.random.default_rng([seed, 1]).permutation(len(train))
+    ordered = [train[i] for i in perm]
+    ratio_info = {}
+    for tag, r in tags:
+        k = min(len(train), max(1, round(float(r) * len(train))))
+        labeled = sorted(ordered[:k])
+        unlabeled = sorted(ordered[k:]) + by_split["unlabeled"]
+        os.makedirs(os.path.join(split_dir, tag), exist_ok=True)
+        write_list(f"{tag}/labeled.txt", labeled)
+        if unlabeled:
+            write_list(f"{tag}/unlabeled.txt", unlabeled)
+        ratio_info[tag] = {"ratio": str(r), "labeled": len(labeled), "unlabeled": len(unlabeled)}
+
+    meta = {
+        "format": "semiearth-prepared/1",
+        "dataset": dataset,
+        "src": os.path.abspath(src),
+        "tile": tile,
+        "stride": stride,
+        "seed": seed,
+        "val_frac": val_frac,
+        "test_frac": test_frac,
+        "split_level": level,
+        "ratios": ratio_info,
+        "on_unknown": on_unknown,
+        "label_variant": label_variant,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "palette": palette,
+        "ignore_index": IGNORE_INDEX,
+        "mask_encoding": f"train ids 0..{num_classes - 1}, {IGNORE_INDEX} = ignore (no-data, boundary, unknown)",
+        "unknown_labels": unknown_report,
+        "scenes": scene_meta,
+        "tiles": [
+            {"name": t.name, "scene": t.scene, "box": [t.x0, t.y0, t.x1, t.y1], "image": t.image, "mask": t.mask}
+            for t in tiles
+        ],
+    }
+    with open(os.path.join(out, PREPARED_META), "w") as f:
+        json.dump(meta, f, indent=1)
+    check_splits(out)
+    summary = summarise(out, tiles, lists, num_classes, class_names)
+    log(summary_markdown(summary))
+    log(f"prepared {len(tiles)} tiles from {len(scene_meta)} scenes into {out}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- checks
+def _read_list_names(path: str) -> list[str]:
+    with open(path) as f:
+        return [os.path.splitext(os.path.basename(ln.split()[0]))[0] for ln in f if ln.strip()]
+
+
+def check_splits(out: str) -> None:
+    """Raise DataError if any tile (or, for scene-level splits, any scene) is in two disjoint splits,
+    or (tile level) two tiles of different splits share pixels."""
+    with open(os.path.join(out, PREPARED_META)) as f:
+        meta = json.load(f)
+    tiles = {t["name"]: t for t in meta["tiles"]}
+    sd = os.path.join(out, "splits")
+
+    def load(rel):
+        p = os.path.join(sd, rel)
+        return set(_read_list_names(p)) if os.path.isfile(p) else set()
+
+    train, val, test = load("train.txt"), load("val.txt"), load("test.txt")
+    extra = load("unlabeled_only.txt")
+    groups = {"train": train, "val": val, "test": test, "unlabeled_only": extra}
+    problems = []
+    names = list(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = groups[a] & groups[b]
+            if both:
+                problems.append(f"{len(both)} tile(s) in both {a} and {b}, e.g. {sorted(both)[0]}")
+    for tag in meta.get("ratios", {}):
+        lab, unl = load(f"{tag}/labeled.txt"), load(f"{tag}/unlabeled.txt")
+        if lab & unl:
+            problems.append(f"{tag}: {len(lab & unl)} tile(s) both labeled and unlabeled")
+        for other, s in (("val", val), ("test", test)):
+            if (lab | unl) & s:
+                problems.append(f"{tag}: {len((lab | unl) & s)} tile(s) of labeled/unlabeled also in {other}")
+        if not lab <= train:
+            problems.append(f"{tag}: labeled tiles outside train.txt")
+    scene_split = {}
+    for g, members in groups.items():
+        for n in members:
+            if n not in tiles:
+                problems.append(f"{g}: tile {n} is not in {PREPARED_META}")
+                continue
+            scene_split.setdefault(tiles[n]["scene"], set()).add(g)
+    if meta.get("split_level") == "scene":
+        for scene, gs in scene_split.items():
+            if len(gs) > 1:
+                problems.append(f"scene {scene} has tiles in {sorted(gs)}")
+    else:  # tile level: no two tiles of different splits may share pixels
+        by_scene = {}
+        for g, members in groups.items():
+            for n in members:
+                if n in tiles:
+                    by_scene.setdefault(tiles[n]["scene"], []).append((g, tiles[n]["box"], n))
+        for entries in by_scene.values():
+            for i, (ga, ba, na) in enumerate(entries):
+                for gb, bb, nb in entries[i + 1 :]:
+                    if ga != gb and ba[0] < bb[2] and bb[0] < ba[2] and ba[1] < bb[3] and bb[1] < ba[3]:
+                        problems.append(f"tiles {na} ({ga}) and {nb} ({gb}) share pixels")
+    if problems:
+        raise DataError(f"split overlap in {out}:\n  " + "\n  ".join(problems[:20]))
+
+
+# ----------------------------------------------------------------------------------------- summary
+def summarise(out: str, tiles: list[Tile], lists: dict[str, list[str]], num_classes: int, class_names) -> dict:
+    tile_of = {t.name: t for t in tiles}
+    splits = {}
+    for rel, names in lists.items():
+        ts = [tile_of[n] for n in names]
+        counts = np.zeros(num_classes + 1, dtype=np.int64)
+        s = np.zeros(3)
+        sq = np.zeros(3)
+        n_px = 0
+        for t in ts:
+            counts += np.asarray(t.counts, dtype=np.int64)
+            s += t.rgb_sum
+            sq += t.rgb_sqsum
+            n_px += t.valid_px
+        labelled = int(counts.sum())
+        cls = counts[:num_classes]
+        mean = s / max(n_px, 1)
+        std = np.sqrt(np.maximum(sq / max(n_px, 1) - mean**2, 0))
+        splits[rel[:-4]] = {
+            "tiles": len(ts),
+            "scenes": len({t.scene for t in ts}),
+            "labelled_tiles": sum(t.mask is not None for t in ts),
+            "pixels": {name: int(c) for name, c in zip(class_names, cls, strict=True)},
+            "ignore_pixels": int(counts[-1]),
+            "frequency": {name: (float(c) / max(int(cls.sum()), 1)) for name, c in zip(class_names, cls, strict=True)},
+            "ignore_share": float(counts[-1]) / max(labelled, 1),
+            "mean": [round(float(v), 4) for v in mean],
+            "std": [round(float(v), 4) for v in std],
+        }
+    summary = {"class_names": list(class_names), "splits": splits}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(summary_markdown(summary) + "\n")
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    names = summary["class_names"]
+    head = "| split | tiles | scenes | " + " | ".join(names) + " | ignore |"
+    rows = [head, "|" + "---|" * (len(names) + 4)]
+    for split, s in summary["splits"].items():
+        freq = " | ".join(f"{100 * s['frequency'][n]:.1f}%" for n in names)
+        rows.append(f"| {split} | {s['tiles']} | {s['scenes']} | {freq} | {100 * s['ignore_share']:.1f}% |")
+    return "class frequencies per split (share of labelled pixels):\n" + "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------- assemble
+def assemble(out: str, scene: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Re-assemble a prepared scene from its tiles: (image [bands,H,W] raw dtype, mask [H,W] uint8 or
+    None). Used to verify that preparation is lossless."""
+    with open(os.path.join(out, PREPARED_META)) as f:
+        meta = json.load(f)
+    if scene not in meta["scenes"]:
+        raise KeyError(f"scene {scene!r} not in {out}; scenes: {sorted(meta['scenes'])[:10]}")
+    sm = meta["scenes"][scene]
+    image = np.zeros((sm["bands"], sm["height"], sm["width"]), dtype=sm["dtype"])
+    mask = np.full((sm["height"], sm["width"]), IGNORE_INDEX, dtype=np.uint8) if sm["label"] else None
+    for t in meta["tiles"]:
+        if t["scene"] != scene:
+            continue
+        x0, y0, x1, y1 = t["box"]
+        image[:, y0:y1, x0:x1] = read_raster(os.path.join(out, t["image"])).data
+        if mask is not None and t["mask"]:
+            mask[y0:y1, x0:x1] = read_label(os.path.join(out, t["mask"]))
+    return image, mask
+
+
+def config_hint(dataset: str, out: str, tags) -> str:
+    tag = tags[0] if tags else "1_100"
+    return (
+        f"train with: semiearth-train --config configs/{dataset}.yaml --set data.root={out} "
+        f"--set data.splits.labeled=splits/{tag}/labeled.txt --set data.splits.unlabeled=splits/{tag}/unlabeled.txt"
+    )
+
+
+__all__ = [
+    "DEFAULT_RATIOS",
+    "assemble",
+    "assign_splits",
+    "check_splits",
+    "config_hint",
+    "find_scenes",
+    "parse_ratio",
+    "prepare",
+    "ratio_tag",
+    "tile_starts",
+]

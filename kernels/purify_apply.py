@@ -7,6 +7,10 @@ the logits (masked loads: no DRAM traffic for the others) and the region's weigh
 - rule 0 (bayes): z_c = x_c + weights[r, c]; label = argmax z (lowest on ties), conf = max softmax z,
   computed with `_chunk_softmax_update` on the same [BLOCK_C, ROWS * BLOCK_W] tiles (same
   `tile_config`) as purify_stats' kernel, so zero weights give back its confidence bit for bit.
+  The weights are gathered from a [C,N] (transposed) table: that load then has no contiguity along
+  the class axis, so on a GPU it should not pull the logits tile into another register layout
+  (which would change the order of the per-pixel sum). Bit identity is tested under the
+  interpreter; on a GPU it has not been measured yet.
 - rule 1 (paper): k = argmax weights[r]; label = k, conf = a * c + (1 - a) * weights[r, k] with
   a = clamp(c / tau, 0, 1).
 """

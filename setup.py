@@ -19,9 +19,10 @@ try:
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:
     sys.exit(
-        "SemiEarth needs torch installed before it is built: run `pip install torch==2.14.1 "
-        "torchvision==0.29.1` (or your platform's torch), then `pip install "
-        "--no-build-isolation -e .` (or simply `make test`)."
+        "SemiEarth's extension compiles against torch, and torch is not importable here. Install "
+        "torch first (`pip install torch==2.14.1 torchvision==0.29.1`, or your platform's torch), "
+        "then build without pip's isolated build env: `pip install --no-build-isolation -e .` "
+        "(or simply `make test`)."
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -44,7 +45,7 @@ def cuda_include_dirs() -> list:
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp"]
     macros = []
     if want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
@@ -57,7 +58,7 @@ def extension():
             sources,
             include_dirs=[os.path.join(ROOT, "csrc")] + cuda_include_dirs(),
             define_macros=macros,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(

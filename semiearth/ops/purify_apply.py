@@ -113,6 +113,8 @@ def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
 def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule: int, tau: float = 0.7):
     """Plain-torch specification of purify_apply; `weights` come from rule_weights()."""
     b, c, h, w = logits.shape
+    if weights.shape[0] == 0:
+        return stats.label.clone(), stats.conf.clone()
     cell = stats.cell
     yy = torch.arange(h, device=logits.device) // cell
     xx = torch.arange(w, device=logits.device) // cell

@@ -1,0 +1,1 @@
+"""Command-line tools: semiearth-train, semiearth-eval, semiearth-prepare, semiearth-predict."""

@@ -1,0 +1,130 @@
+"""Run logging (rank 0 only): tqdm console, TensorBoard, metrics.jsonl, purify.jsonl, panels."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class RunLogger:
+    """Writes under `out_dir`: metrics.jsonl, purify.jsonl, tb/ (TensorBoard), panels/."""
+
+    def __init__(self, out_dir: str, total: int, start: int = 0, enabled: bool = True, desc: str = "train"):
+        self.enabled = enabled
+        self.out_dir = out_dir
+        self.bar = None
+        self.tb = None
+        if not enabled:
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        self.metrics = open(os.path.join(out_dir, "metrics.jsonl"), "a")
+        self.purify = open(os.path.join(out_dir, "purify.jsonl"), "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(out_dir, "tb"))
+        except Exception as err:  # tensorboard missing or broken: keep training, say so
+            print(f"[semiearth] TensorBoard disabled: {err}")
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, mininterval=2.0)
+
+    def step(self, n: int = 1, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+
+    def log(self, iteration: int, values: dict, prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"iter": iteration, "time": time.time(), "split": prefix, **_jsonable(values)}
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        if self.tb is not None:
+            for key, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, iteration)
+                elif isinstance(value, dict):
+                    for k, v in value.items():
+                        if isinstance(v, int | float) and math.isfinite(v):
+                            self.tb.add_scalar(f"{prefix}/{key}/{k}", v, iteration)
+
+    def records(self, iteration: int, records: list[dict]) -> None:
+        if not self.enabled:
+            return
+        for rec in records:
+            self.purify.write(json.dumps({"iter": iteration, **_jsonable(rec)}) + "\n")
+        self.purify.flush()
+
+    def write(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        self.metrics.close()
+        self.purify.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def colourise(label: torch.Tensor, palette, ignore_index: int = 255) -> np.ndarray:
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    pal[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    pal[ignore_index] = (0, 0, 0)
+    return pal[label.cpu().numpy().clip(0, 255).astype(np.uint8)]
+
+
+def save_panel(path: str, image_rgb: torch.Tensor, teacher: torch.Tensor, purified: torch.Tensor, conf_t, conf_p,
+               palette, threshold: float, ignore_index: int = 255) -> None:  # fmt: skip
+    """One row per image: image | teacher label | purified label | changed (red) / newly admitted (green)."""
+    from PIL import Image
+
+    rows = []
+    for i in range(image_rgb.shape[0]):
+        img = (image_rgb[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+        diff = np.zeros_like(img)
+        changed = (teacher[i] != purified[i]).cpu().numpy()
+        admitted = ((conf_p[i] >= threshold) & (conf_t[i] < threshold)).cpu().numpy()
+        diff[admitted] = (0, 200, 0)
+        diff[changed] = (230, 30, 30)
+        rows.append(
+            np.concatenate(
+                [
+                    img,
+                    colourise(teacher[i], palette, ignore_index),
+                    colourise(purified[i], palette, ignore_index),
+                    diff,
+                ],
+                1,
+            )
+        )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(path)

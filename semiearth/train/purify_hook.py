@@ -1,0 +1,87 @@
+"""The VLM-PP hook: build the purifier from the config and turn teacher logits into targets.
+
+The trainer only needs `pseudo_labels(...)`: without a purifier it is FixMatch's argmax/max
+softmax; with one, VLM-PP (semiearth.purify) re-checks the low-confidence regions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
+    """A `semiearth.purify.VLMPurifier` for `cfg` (a PurifyConfig), or None for method none."""
+    if cfg.method == "none":
+        return None
+    try:
+        import semiearth.purify as vp
+    except ImportError as err:
+        raise RuntimeError(f"purify.method={cfg.method} needs semiearth.purify ({err}); use purify: none") from err
+    t0 = time.perf_counter()
+    if cfg.method == "prototype":
+        classifier = vp.PrototypeClassifier(
+            encoder=cfg.encoder, num_classes=data_cfg.num_classes, **cfg.classifier_options
+        )
+        n = len(labelled_dataset) if not cfg.fit_images else min(cfg.fit_images, len(labelled_dataset))
+        items = [labelled_dataset[i] for i in range(n)]
+        images = torch.stack([it["image"] for it in items]) if _same_size(items) else [it["image"] for it in items]
+        masks = torch.stack([it["mask"] for it in items]) if _same_size(items) else [it["mask"] for it in items]
+        classifier.fit(images, masks, ignore_index=data_cfg.ignore_index)
+        log(
+            f"[semiearth] prototype classifier ({cfg.encoder}) fitted on {n} labelled images in {time.perf_counter() - t0:.1f}s"
+        )
+    elif cfg.method == "openclip":
+        classifier = vp.OpenClipClassifier(class_names=data_cfg.class_names, **cfg.classifier_options)
+    else:
+        raise ValueError(f"purify.method: unknown method {cfg.method!r}")
+    if hasattr(classifier, "to"):
+        classifier = classifier.to(device)
+    return vp.VLMPurifier(
+        classifier,
+        data_cfg.num_classes,
+        low_thresh=cfg.low_thresh,
+        cell=cfg.cell,
+        rule=cfg.rule,
+        trust=cfg.trust,
+        max_regions=cfg.max_regions,
+        context=cfg.context,
+        radius=cfg.radius,
+        tau=cfg.tau,
+        image_mean=tuple(data_cfg.mean),
+        image_std=tuple(data_cfg.std),
+        backend=cfg.backend,
+    )
+
+
+def _same_size(items) -> bool:
+    return len({tuple(it["image"].shape) for it in items}) == 1
+
+
+def _count(out, *names) -> int:
+    for name in names:
+        value = getattr(out, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+@torch.no_grad()
+def pseudo_labels(purifier, images_w, logits_w, ignore=None):
+    """(label [B,H,W], conf [B,H,W], info) from the teacher's weak-view logits.
+
+    info: teacher label/conf (for panels), VLM-PP records, per-stage timings and pixel counts.
+    """
+    probs = logits_w.float().softmax(1)
+    conf_t, label_t = probs.max(1)
+    info = {"label_t": label_t, "conf_t": conf_t, "records": [], "timings": {}, "relabelled": 0, "confirmed": 0}
+    if purifier is None:
+        return label_t, conf_t, info
+    out = purifier(images_w, logits_w, ignore=ignore)
+    info["records"] = list(getattr(out, "records", []) or [])
+    info["timings"] = dict(getattr(out, "timings", {}) or {})
+    info["relabelled"] = _count(out, "relabelled", "n_relabelled", "pixels_relabelled")
+    info["confirmed"] = _count(out, "confirmed", "n_confirmed", "pixels_confirmed")
+    info["regions"] = _count(out, "num_regions", "n_regions") or len(info["records"])
+    return out.label, out.conf, info

@@ -73,8 +73,10 @@ def read_raster(path: str, bands: list[int] | None = None) -> Raster:
     if is_geotiff(path):
         rasterio = _rasterio()
         try:
-            with warnings.catch_warnings(), rasterio.open(path) as src:
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                src = rasterio.open(path)
+            with src:
                 count = src.count
                 if bands:
                     bad = [b for b in bands if not 1 <= int(b) <= count]
@@ -89,7 +91,9 @@ def read_raster(path: str, bands: list[int] | None = None) -> Raster:
                     rasterio.enums.MaskFlags.all_valid not in flags for flags in src.mask_flag_enums
                 )
                 if has_mask:
-                    valid = src.dataset_mask() > 0
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", rasterio.errors.NodataShadowWarning)
+                        valid = src.dataset_mask() > 0
                     if valid.all():
                         valid = None
                 return Raster(data, valid, src.crs, src.transform, src.nodata)
@@ -166,8 +170,10 @@ def read_label(path: str) -> np.ndarray:
     if is_geotiff(path):
         rasterio = _rasterio()
         try:
-            with warnings.catch_warnings(), rasterio.open(path) as src:
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                src = rasterio.open(path)
+            with src:
                 data = src.read()
         except Exception as e:
             raise DataError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
@@ -251,6 +257,8 @@ def write_geotiff(
         profile["transform"] = transform
     if nodata is not None:
         profile["nodata"] = nodata
+    if data.shape[0] not in (1, 3):
+        profile["photometric"] = "MINISBLACK"  # extra bands are data (e.g. NIR), not alpha
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(path, "w", **profile) as dst:

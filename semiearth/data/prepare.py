@@ -359,10 +359,9 @@ def prepare(
                 if ext == ".tif":
                     tr = None
                     if raster.transform is not None and geo:
-                        from rasterio.windows import Window
-                        from rasterio.windows import transform as wtransform
+                        from affine import Affine
 
-                        tr = wtransform(Window(x0, y0, x1 - x0, y1 - y0), raster.transform)
+                        tr = raster.transform @ Affine.translation(x0, y0)  # the tile's own georeference
                     write_geotiff(os.path.join(out, img_rel), np.ascontiguousarray(data), raster.crs, tr, raster.nodata)
                 else:
                     write_raster_png(os.path.join(out, img_rel), np.ascontiguousarray(data))

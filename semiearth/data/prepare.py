@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -222,19 +223,48 @@ def assign_splits(scenes: list[Scene], val_frac: float, test_frac: float, seed: 
     return out, "scene"
 
 
-def _tile_holdout(train_tiles: list[str], val_frac, test_frac, have_val, have_test, seed) -> tuple[list, list, list]:
-    names = sorted(train_tiles)
-    n = len(names)
+def _overlap_groups(tiles: list) -> list[list[str]]:
+    """Tiles grouped so that tiles sharing pixels (edge-aligned last tiles) stay together."""
+    parent = {t.name: t.name for t in tiles}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    by_scene: dict[str, list] = {}
+    for t in tiles:
+        by_scene.setdefault(t.scene, []).append(t)
+    for ts in by_scene.values():
+        for i, a in enumerate(ts):
+            for b in ts[i + 1 :]:
+                if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1:
+                    parent[find(a.name)] = find(b.name)
+    groups: dict[str, list[str]] = {}
+    for t in tiles:
+        groups.setdefault(find(t.name), []).append(t.name)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+def _tile_holdout(train_tiles: list, val_frac, test_frac, have_val, have_test, seed) -> tuple[list, list, list]:
+    """Hold out val/test from the train tiles by groups of pixel-sharing tiles (seeded)."""
+    groups = _overlap_groups(train_tiles)
+    n = len(groups)
     nv = 0 if have_val or val_frac <= 0 else max(1, round(val_frac * n))
     nt = 0 if have_test or test_frac <= 0 else max(1, round(test_frac * n))
     if nv + nt > n - 1:
         raise DataError(
-            f"only {n} labelled tile(s): cannot hold out {nv} val + {nt} test tile(s) and keep one for training; "
-            "use a smaller --tile, more scenes, or --val-frac/--test-frac 0"
+            f"only {n} group(s) of disjoint labelled tiles: cannot hold out {nv} val + {nt} test and keep one for "
+            "training; use a smaller --tile, more scenes, or --val-frac/--test-frac 0"
         )
     rng = np.random.default_rng([seed, 0])
-    order = [names[i] for i in rng.permutation(n)]
-    return order[nv + nt :], order[:nv], order[nv : nv + nt]
+    order = [groups[i] for i in rng.permutation(n)]
+
+    def flat(gs):
+        return [name for g in gs for name in g]
+
+    return flat(order[nv + nt :]), flat(order[:nv]), flat(order[nv : nv + nt])
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -282,15 +312,37 @@ def prepare(
     scenes = find_scenes(
         dataset, src, label_variant=label_variant, image_variant=image_variant, num_classes=num_classes
     )
+    final_out = out
     if os.path.exists(out) and os.listdir(out):
         if not overwrite:
             raise FileExistsError(f"output folder is not empty: {out} (use --overwrite to replace it)")
-        for sub in ("images", "masks", "splits"):
-            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
-        for f in (PREPARED_META, "summary.json", "summary.md"):
-            if os.path.exists(os.path.join(out, f)):
-                os.remove(os.path.join(out, f))
-    os.makedirs(out, exist_ok=True)
+        if not os.path.isfile(os.path.join(out, PREPARED_META)):
+            raise FileExistsError(
+                f"--overwrite refuses to replace {out}: it is not a prepared folder ({PREPARED_META} missing)"
+            )
+    # everything is written to a temporary sibling folder, renamed to `out` only when complete
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-", dir=parent)
+    try:
+        summary = _prepare_into(
+            out, final_out, dataset, src, scenes, tile, stride, tags, seed, val_frac, test_frac, on_unknown,
+            label_variant, num_classes, class_names, palette, value_scale, progress, log,
+        )  # fmt: skip
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if os.path.exists(final_out):
+        shutil.rmtree(final_out)
+    os.replace(out, final_out)
+    log(f"prepared {summary['tiles']} tiles from {summary['scenes']} scenes into {final_out}")
+    return summary
+
+
+def _prepare_into(
+    out, final_out, dataset, src, scenes, tile, stride, tags, seed, val_frac, test_frac, on_unknown,
+    label_variant, num_classes, class_names, palette, value_scale, progress, log,
+) -> dict:  # fmt: skip
     split_of, level = assign_splits(scenes, val_frac, test_frac, seed)
     if level == "tile" and stride < tile:
         raise DataError(
@@ -419,7 +471,10 @@ def prepare(
     if level == "tile":
         have_val = any(s == "val" for s in split_of.values())
         have_test = any(s == "test" for s in split_of.values())
-        tr, va, te = _tile_holdout(by_split["train"], val_frac, test_frac, have_val, have_test, seed)
+        train_set = set(by_split["train"])
+        tr, va, te = _tile_holdout(
+            [t for t in tiles if t.name in train_set], val_frac, test_frac, have_val, have_test, seed
+        )
         by_split["train"], by_split["val"], by_split["test"] = tr, by_split["val"] + va, by_split["test"] + te
     for k in by_split:
         by_split[k].sort()
@@ -490,7 +545,7 @@ def prepare(
     check_splits(out)
     summary = summarise(out, tiles, lists, num_classes, class_names)
     log(summary_markdown(summary))
-    log(f"prepared {len(tiles)} tiles from {len(scene_meta)} scenes into {out}")
+    summary["tiles"], summary["scenes"] = len(tiles), len(scene_meta)
     return summary
 
 

@@ -281,14 +281,14 @@ def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
 def log_row(stats: dict, timer: StageTimer, n: int, images: int) -> dict:
     row = {k: sum(v) / len(v) for k, v in stats.items() if v}
     total = sum(timer.total.values())
-    row["time"] = {k: v / n for k, v in timer.total.items()}
-    row["time_share"] = {k: v / total for k, v in timer.total.items()} if total > 0 else {}
+    row["stage_s"] = {k: v / n for k, v in timer.total.items()}  # seconds per iteration
+    row["stage_share"] = {k: v / total for k, v in timer.total.items()} if total > 0 else {}
     row["images_per_s"] = images / total if total > 0 else 0.0
     return row
 
 
 # ----------------------------------------------------------------------------- the run
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
     """Train one run into cfg.out_dir; returns {'val': metrics, 'test': metrics, 'paths': ..., 'interrupted'}."""
     rank, world, device = D.init_distributed()
     set_determinism(cfg)
@@ -379,6 +379,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
     save(s)
     result = finish(s, val_set, logger)
     D.barrier()
+    if keep_state:
+        result["state"] = s
     return result
 
 

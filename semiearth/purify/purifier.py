@@ -1,0 +1,273 @@
+"""VLMPurifier: the whole VLM-PP stage, images + teacher logits -> purified pseudo-labels + records.
+
+stats   = purify_stats(logits)                 confidence, pseudo-label, LOW/BOUNDARY flags, cells
+regions = select_regions(stats)                most uncertain (cell, class) segments, per-image budget
+crops   = crop_batch(images, regions)          masked crops, normalised for the classifier
+q       = classifier(crops, regions)           class probabilities per region
+label, conf = purify_apply(logits, stats, ...) fuse q into the candidate pixels of each segment
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from semiearth.ops import PurifyStats, crop_batch, purify_apply, purify_stats
+from semiearth.ops.purify_apply import RULES
+from semiearth.purify.classifiers._base import as_triple, check_probabilities
+from semiearth.purify.classifiers.prototype import crop_scale_shift
+from semiearth.purify.regions import select_regions
+
+STAGES = ("stats", "select", "crop", "classify", "apply")
+
+
+@dataclass
+class PurifyOutput:
+    """Result of VLMPurifier.__call__.
+
+    label [B,H,W] int64 and conf [B,H,W] float32: purified pseudo-labels and confidences.
+    records: one dict per region (see VLMPurifier.records). timings: seconds per stage.
+    relabelled / confirmed: candidate pixels whose class changed / whose class was kept and whose
+    confidence now reaches `admit_thresh`. stats, regions [N,6] and q [N,C] are kept for rendering.
+    """
+
+    label: torch.Tensor
+    conf: torch.Tensor
+    records: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    relabelled: int = 0
+    confirmed: int = 0
+    num_regions: int = 0
+    stats: PurifyStats | None = None
+    regions: torch.Tensor | None = None
+    q: torch.Tensor | None = None
+    class_names: list | None = None
+
+    @property
+    def counts(self) -> dict:
+        return {"regions": self.num_regions, "relabelled": self.relabelled, "confirmed": self.confirmed}
+
+
+class VLMPurifier:
+    """images [B,3,H,W] + teacher logits [B,C,H,W] -> PurifyOutput.
+
+    images: float32 normalised from RGB in [0, 1] as (x - image_mean) / image_std (what the trainer
+    feeds the teacher), or uint8 RGB. crop_batch undoes that and applies the classifier's mean/std in
+    the same pass. Boxes are in the logits' pixel frame; images and logits must have the same size.
+    `admit_thresh` (the loss threshold, 0.95) only decides what a record counts as "confirmed".
+    """
+
+    def __init__(
+        self,
+        classifier,
+        num_classes: int,
+        low_thresh: float = 0.7,
+        cell: int = 32,
+        rule: str = "bayes",
+        trust: float = 1.0,
+        max_regions: int = 16,
+        context: float = 2.0,
+        radius: int = 1,
+        tau: float = 0.7,
+        image_mean=(0.0, 0.0, 0.0),
+        image_std=(1.0, 1.0, 1.0),
+        backend: str = "auto",
+        min_pixels: int | None = None,
+        boundary_weight: float = 1.0,
+        admit_thresh: float = 0.95,
+        mask_crops: bool = True,
+    ):
+        if not callable(classifier):
+            raise TypeError(f"VLMPurifier: classifier must be callable (crops, regions) -> q, got {type(classifier)}")
+        for attr in ("input_size", "mean", "std"):
+            if not hasattr(classifier, attr):
+                raise TypeError(f"VLMPurifier: classifier {type(classifier).__name__} lacks attribute {attr!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"VLMPurifier: num_classes must be an integer >= 1, got {num_classes!r}")
+        cls_c = getattr(classifier, "num_classes", None)
+        if cls_c is not None and cls_c != num_classes:
+            raise ValueError(
+                f"VLMPurifier: classifier {type(classifier).__name__} has {cls_c} classes but num_classes is "
+                f"{num_classes}; give it the teacher's classes in the teacher's order"
+            )
+        if rule not in RULES:
+            raise ValueError(f"VLMPurifier: rule must be one of {sorted(RULES)}, got {rule!r}")
+        if not isinstance(trust, (int, float)) or not math.isfinite(trust) or trust < 0:
+            raise ValueError(f"VLMPurifier: trust must be a finite number >= 0, got {trust!r}")
+        for name, v in (("low_thresh", low_thresh), ("tau", tau), ("admit_thresh", admit_thresh)):
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise ValueError(f"VLMPurifier: {name} must be in (0, 1], got {v!r}")
+        for name, v, lo in (("cell", cell, 1), ("radius", radius, 0), ("max_regions", max_regions, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"VLMPurifier: {name} must be an integer >= {lo}, got {v!r}")
+        self.classifier = classifier
+        self.num_classes = num_classes
+        self.low_thresh, self.cell, self.rule, self.trust = float(low_thresh), cell, rule, float(trust)
+        self.max_regions, self.context, self.radius, self.tau = max_regions, float(context), radius, float(tau)
+        self.image_mean = as_triple("image_mean", image_mean)
+        self.image_std = as_triple("image_std", image_std)
+        if min(self.image_std) <= 0:
+            raise ValueError(f"VLMPurifier: image_std must be > 0, got {image_std!r}")
+        self.backend = backend
+        self.min_pixels = min_pixels
+        self.boundary_weight = float(boundary_weight)
+        self.admit_thresh = float(admit_thresh)
+        self.mask_crops = bool(mask_crops)
+
+    @property
+    def class_names(self):
+        return getattr(self.classifier, "class_names", None)
+
+    def _check(self, images, logits, ignore):
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"VLMPurifier: logits must be a tensor [B,C,H,W], got {shape}")
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"VLMPurifier: logits have {logits.shape[1]} classes but the purifier/classifier has {self.num_classes}"
+            )
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"VLMPurifier: images must be a tensor [B,3,H,W], got {shape}")
+        b, _, h, w = logits.shape
+        if images.shape[0] != b or tuple(images.shape[2:]) != (h, w):
+            raise ValueError(
+                f"VLMPurifier: images {tuple(images.shape)} do not match logits {tuple(logits.shape)} "
+                "(same batch and H, W needed; upsample the logits to the image size first)"
+            )
+        if images.dtype not in (torch.float32, torch.uint8):
+            raise TypeError(f"VLMPurifier: images must be float32 (normalised) or uint8, got {images.dtype}")
+        if images.device != logits.device:
+            raise ValueError(f"VLMPurifier: images on {images.device} but logits on {logits.device}")
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor, ignore: torch.Tensor | None = None) -> PurifyOutput:
+        self._check(images, logits, ignore)
+        timings = dict.fromkeys(STAGES, 0.0)
+        sync = torch.cuda.synchronize if logits.is_cuda else (lambda: None)
+
+        t = time.perf_counter()
+        stats = purify_stats(logits, self.low_thresh, self.radius, self.cell, ignore, backend=self.backend)
+        sync()
+        timings["stats"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        regions, seg_table = select_regions(
+            stats, self.max_regions, self.min_pixels, self.context, self.boundary_weight
+        )
+        sync()
+        timings["select"] = time.perf_counter() - t
+        n = regions.shape[0]
+        if n == 0:
+            return PurifyOutput(
+                stats.label,
+                stats.conf,
+                [],
+                timings,
+                0,
+                0,
+                0,
+                stats,
+                regions,
+                logits.new_zeros((0, self.num_classes)).float(),
+                self.class_names,
+            )
+
+        t = time.perf_counter()
+        scale, shift = crop_scale_shift(
+            images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std
+        )
+        crops = crop_batch(
+            images,
+            regions,
+            int(self.classifier.input_size),
+            stats.label if self.mask_crops else None,
+            scale,
+            shift,
+            mask=self.mask_crops,
+            backend=self.backend if self.backend != "triton" else "auto",
+        )
+        sync()
+        timings["crop"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        observe = getattr(self.classifier, "observe", None)
+        if callable(observe):
+            observe(stats, regions, seg_table)
+        q = self.classifier(crops, regions)
+        name = f"classifier {type(self.classifier).__name__}"
+        q = check_probabilities(name, q, n, self.num_classes).to(logits.device)
+        sync()
+        timings["classify"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        label, conf = purify_apply(logits, stats, seg_table, q, self.rule, self.trust, self.tau, backend=self.backend)
+        sync()
+        timings["apply"] = time.perf_counter() - t
+
+        records, relabelled, confirmed = self.records(stats, seg_table, regions, q, label, conf)
+        return PurifyOutput(
+            label, conf, records, timings, relabelled, confirmed, n, stats, regions, q, self.class_names
+        )
+
+    def records(self, stats, seg_table, regions, q, label, conf):
+        """One dict per region: image, box, cell, teacher class + mean confidence over the segment's
+        candidate pixels, VLM top-3 (class, name, probability), pixels, relabelled, confirmed, and the
+        segment's mean purified confidence."""
+        n, c = q.shape
+        b, h, w = stats.label.shape
+        dev = stats.label.device
+        yy = torch.arange(h, device=dev) // self.cell
+        xx = torch.arange(w, device=dev) // self.cell
+        bb = torch.arange(b, device=dev)
+        region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
+        hit = stats.candidates & (region >= 0)
+        r = region[hit]
+        changed = label[hit] != stats.label[hit]
+        confirmed = ~changed & (conf[hit] >= self.admit_thresh)
+
+        def per_region(values):
+            return torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, r, values.double()).tolist()
+
+        pixels = per_region(torch.ones_like(r))
+        sum_conf = per_region(stats.conf[hit])
+        sum_new = per_region(conf[hit])
+        n_changed = per_region(changed)
+        n_confirmed = per_region(confirmed)
+        k = min(3, c)
+        topp, topi = q.topk(k, dim=1)
+        topp, topi = topp.tolist(), topi.tolist()
+        reg = regions.tolist()
+        names = self.class_names
+        where = (seg_table >= 0).nonzero()  # [N,4]: b, cy, cx, class of every selected segment
+        cell_yx = torch.zeros(n, 2, dtype=torch.long, device=dev)
+        cell_yx[seg_table[tuple(where.T)].long()] = where[:, 1:3]
+        cell_yx = cell_yx.tolist()
+        out = []
+        for i in range(n):
+            cls = int(reg[i][5])
+            px = int(pixels[i])
+            out.append(
+                {
+                    "image": int(reg[i][0]),
+                    "box": [round(v, 2) for v in reg[i][1:5]],
+                    "cell": cell_yx[i],  # (row, column) of the cell
+                    "teacher_class": cls,
+                    "teacher_name": names[cls] if names else None,
+                    "teacher_conf": round(sum_conf[i] / px, 4) if px else None,
+                    "vlm_top3": [
+                        {
+                            "class": topi[i][j],
+                            "name": names[topi[i][j]] if names else None,
+                            "prob": round(topp[i][j], 4),
+                        }
+                        for j in range(k)
+                    ],
+                    "pixels": px,
+                    "relabelled": int(n_changed[i]),
+                    "confirmed": int(n_confirmed[i]),
+                    "purified_conf": round(sum_new[i] / px, 4) if px else None,
+                }
+            )
+        return out, int(sum(n_changed)), int(sum(n_confirmed))

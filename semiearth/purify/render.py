@@ -1,0 +1,122 @@
+"""Pictures and logs for people: a PNG panel per image and JSONL records of every purified region."""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from semiearth.ops import BOUNDARY, IGNORED, LOW
+
+# A qualitative palette (class index -> RGB); ignore/unlabelled is black.
+PALETTE = np.array(
+    [
+        [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0],
+        [255, 128, 0], [128, 0, 255], [128, 128, 128], [0, 128, 128], [128, 64, 0], [255, 0, 255],
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+def colorize(label: torch.Tensor, num_classes: int | None = None) -> np.ndarray:
+    """[H,W] int labels -> [H,W,3] uint8; labels outside the palette or < 0 / ignore are black."""
+    lab = label.detach().cpu().long().numpy()
+    out = np.zeros((*lab.shape, 3), dtype=np.uint8)
+    n = num_classes or len(PALETTE)
+    for c in range(n):
+        out[lab == c] = PALETTE[c % len(PALETTE)]
+    return out
+
+
+def image_to_rgb(image: torch.Tensor, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """[3,H,W] uint8 or normalised float -> [H,W,3] uint8."""
+    x = image.detach().cpu()
+    if x.dtype == torch.uint8:
+        return x.permute(1, 2, 0).numpy().copy()
+    x = x.float() * torch.tensor(image_std)[:, None, None] + torch.tensor(image_mean)[:, None, None]
+    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def candidate_map(flags: torch.Tensor) -> np.ndarray:
+    """[H,W] flags -> RGB: grey confident, orange candidate, red candidate on a boundary, black ignored."""
+    f = flags.detach().cpu().numpy()
+    out = np.full((*f.shape, 3), 200, dtype=np.uint8)
+    cand = (f & (LOW | IGNORED)) == LOW
+    out[cand] = (255, 165, 0)
+    out[cand & ((f & BOUNDARY) > 0)] = (220, 0, 0)
+    out[(f & IGNORED) > 0] = (0, 0, 0)
+    return out
+
+
+def render(
+    image: torch.Tensor,
+    out,
+    gt: torch.Tensor | None = None,
+    path: str | None = None,
+    index: int = 0,
+    image_mean=(0.0, 0.0, 0.0),
+    image_std=(1.0, 1.0, 1.0),
+    class_names=None,
+):
+    """A PNG panel for image `index` of a PurifyOutput: image with region boxes and their VLM top-1
+    class, teacher pseudo-label, candidate/boundary map, purified label, ground truth when given.
+
+    image: [3,H,W] or the batch [B,3,H,W] (uint8, or normalised with image_mean/std); gt [H,W] or
+    [B,H,W]. Saves to `path` when given; returns the PIL image.
+    """
+    from PIL import Image, ImageDraw
+
+    if out.stats is None:
+        raise ValueError("render: out has no stats; pass the PurifyOutput that VLMPurifier returned")
+    if image.dim() == 4:
+        image = image[index]
+    if gt is not None and gt.dim() == 3:
+        gt = gt[index]
+    names = class_names or out.class_names
+    c = out.q.shape[1] if out.q is not None and out.q.dim() == 2 else None
+    panels = [
+        ("image + regions (VLM top-1)", image_to_rgb(image, image_mean, image_std)),
+        ("teacher pseudo-label", colorize(out.stats.label[index], c)),
+        ("candidates (red: on boundary)", candidate_map(out.stats.flags[index])),
+        ("purified label", colorize(out.label[index], c)),
+    ]
+    if gt is not None:
+        panels.append(("ground truth", colorize(gt, c)))
+    h, w = panels[0][1].shape[:2]
+    title = 16
+    canvas = Image.new("RGB", (w * len(panels) + 4 * (len(panels) - 1), h + title), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, arr) in enumerate(panels):
+        x0 = i * (w + 4)
+        canvas.paste(Image.fromarray(arr), (x0, title))
+        draw.text((x0 + 2, 2), name, fill=(0, 0, 0))
+    regions = out.regions.detach().cpu() if out.regions is not None else torch.zeros(0, 6)
+    for k, reg in enumerate(regions.tolist()):
+        if int(reg[0]) != index:
+            continue
+        top = int(out.q[k].argmax()) if out.q is not None else -1
+        changed = top != int(reg[5])
+        color = (255, 0, 0) if changed else (0, 255, 0)
+        for px in (0, 3 * (w + 4)):
+            box = [reg[1] + px, reg[2] + title, reg[3] + px - 1, reg[4] + title - 1]
+            draw.rectangle(box, outline=color)
+        label = names[top] if names else str(top)
+        draw.text((reg[1] + 2, reg[2] + title + 1), label, fill=color)
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        canvas.save(path)
+    return canvas
+
+
+def write_records(path: str, records, **extra) -> int:
+    """Append records (dicts) to a JSONL file, each merged with `extra` (e.g. step=..., epoch=...)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps({**extra, **rec}) + "\n")
+    return len(records)
+
+
+def read_records(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

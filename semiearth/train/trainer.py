@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import signal
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -366,9 +367,9 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 validate(s, val_set, logger)
             if D.any_rank(bool(s.stop_signal), device):
                 save(s)
-                logger.write(
-                    f"[semiearth] stopped by signal at iteration {s.iteration}; saved {latest}; continue with --resume"
-                )
+                if main:
+                    msg = f"[semiearth] stopped by signal at iteration {s.iteration}; saved {latest}; continue with --resume"
+                    print("\n" + msg, file=sys.stderr, flush=True)
                 return {"interrupted": True, "iteration": s.iteration, "paths": {"latest": latest}}
             t_data = time.perf_counter()
     finally:

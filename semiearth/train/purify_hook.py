@@ -21,24 +21,15 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         raise RuntimeError(f"purify.method={cfg.method} needs semiearth.purify ({err}); use purify: none") from err
     t0 = time.perf_counter()
     if cfg.method == "prototype":
+        options = {"device": device, **cfg.classifier_options}
         classifier = vp.PrototypeClassifier(
-            encoder=cfg.encoder, num_classes=data_cfg.num_classes, **cfg.classifier_options
-        )
-        n = len(labelled_dataset) if not cfg.fit_images else min(cfg.fit_images, len(labelled_dataset))
-        items = [labelled_dataset[i] for i in range(n)]
-        images = torch.stack([it["image"] for it in items]) if _same_size(items) else [it["image"] for it in items]
-        masks = torch.stack([it["mask"] for it in items]) if _same_size(items) else [it["mask"] for it in items]
-        classifier.fit(images, masks, ignore_index=data_cfg.ignore_index)
-        log(
-            f"[semiearth] prototype classifier ({cfg.encoder}) fitted on {n} labelled images in {time.perf_counter() - t0:.1f}s"
+            encoder=cfg.encoder, num_classes=data_cfg.num_classes, class_names=data_cfg.class_names, **options
         )
     elif cfg.method == "openclip":
         classifier = vp.OpenClipClassifier(class_names=data_cfg.class_names, **cfg.classifier_options)
     else:
         raise ValueError(f"purify.method: unknown method {cfg.method!r}")
-    if hasattr(classifier, "to"):
-        classifier = classifier.to(device)
-    return vp.VLMPurifier(
+    purifier = vp.VLMPurifier(
         classifier,
         data_cfg.num_classes,
         low_thresh=cfg.low_thresh,
@@ -53,6 +44,21 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         image_std=tuple(data_cfg.std),
         backend=cfg.backend,
     )
+    if cfg.method == "prototype":
+        n = len(labelled_dataset) if not cfg.fit_images else min(cfg.fit_images, len(labelled_dataset))
+        items = [labelled_dataset[i] for i in range(n)]
+        if not _same_size(items):
+            raise ValueError("purify: the prototype classifier is fitted on labelled images of one size")
+        images = torch.stack([it["image"] for it in items]).to(device)
+        masks = torch.stack([it["mask"] for it in items]).to(device)
+        mean = torch.tensor(data_cfg.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(data_cfg.std, device=device).view(1, 3, 1, 1)
+        classifier.fit((images - mean) / std, masks, purifier=purifier, ignore_index=data_cfg.ignore_index)
+        log(
+            f"[semiearth] prototype classifier ({cfg.encoder}) fitted on {n} labelled images in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+    return purifier
 
 
 def _same_size(items) -> bool:
@@ -84,4 +90,5 @@ def pseudo_labels(purifier, images_w, logits_w, ignore=None):
     info["relabelled"] = _count(out, "relabelled", "n_relabelled", "pixels_relabelled")
     info["confirmed"] = _count(out, "confirmed", "n_confirmed", "pixels_confirmed")
     info["regions"] = _count(out, "num_regions", "n_regions") or len(info["records"])
+    info["output"] = out
     return out.label, out.conf, info

@@ -353,7 +353,7 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 and cfg.train.panel_every
                 and s.iteration % cfg.train.panel_every == 0
             ):
-                write_panel(s, out["pseudo"], logger)
+                write_panel(s, out["pseudo"], out.get("purify_info"))
             logger.step(1, loss=out["loss"], mask=out["mask_ratio"])
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
                 row = log_row(stats, timer, window, images_per_iter * window)
@@ -385,8 +385,20 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
     return result
 
 
-def write_panel(s: TrainState, pseudo, logger: RunLogger) -> None:
+def write_panel(s: TrainState, pseudo, info: dict | None) -> None:
+    """panels/iter_N.png: image | teacher label | purified label | changed (red) / newly admitted (green);
+    panels/iter_N_vlmpp.png: VLM-PP's own rendering (region boxes, VLM top-1, candidates)."""
     img_w, label_t, conf_t, label_p, conf_p = pseudo
+    if info is not None and info.get("output") is not None:
+        from semiearth.purify import render
+
+        vlm_path = os.path.join(s.out_dir, "panels", f"iter_{s.iteration:06d}_vlmpp.png")
+        os.makedirs(os.path.dirname(vlm_path), exist_ok=True)
+        try:
+            render(img_w, info["output"], path=vlm_path, image_mean=s.cfg.data.mean, image_std=s.cfg.data.std,
+                   class_names=s.cfg.data.class_names)  # fmt: skip
+        except Exception as err:  # a panel must never stop training
+            print(f"[semiearth] VLM-PP panel failed: {err}", file=sys.stderr)
     k = min(4, img_w.shape[0])
     mean = torch.tensor(s.cfg.data.mean, device=img_w.device).view(1, 3, 1, 1)
     std = torch.tensor(s.cfg.data.std, device=img_w.device).view(1, 3, 1, 1)

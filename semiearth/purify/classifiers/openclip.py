@@ -118,9 +118,8 @@ def load_open_clip(model: str, pretrained: str | None, device="cpu", cache_dir: 
         return open_clip.create_model(model, pretrained=path, device=device), model
     if model in (None, "auto"):
         raise ValueError("OpenClipClassifier: model='auto' needs a checkpoint file path as pretrained")
-    offline = pretrained is not None and hub_offline()
     if str(model).startswith("hf-hub:"):
-        if not offline:
+        if not hub_offline():
             return open_clip.create_model(model, device=device, cache_dir=cache_dir), model
         try:
             with _offline_mode():
@@ -140,7 +139,7 @@ def load_open_clip(model: str, pretrained: str | None, device="cpu", cache_dir: 
             f"OpenClipClassifier: {pretrained!r} is neither a file nor a pretrained tag of {model}; "
             f"tags: {open_clip.list_pretrained_tags_by_model(model)}"
         )
-    if offline:
+    if hub_offline():
         if not cfg.get("hf_hub"):
             url = cfg.get("url", "")
             local = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
@@ -165,7 +164,7 @@ class OpenClipClassifier:
 
     Class text embedding = normalised mean over `templates` x synonyms of the class (see classes.py),
     computed once on first use and cached (`text_embeddings()`). Crops are encoded in batches of
-    `batch_size` under autocast (`autocast=None`: on CUDA only). `temperature=None` uses the model's
+    `batch_size` (prompts in batches of `text_batch_size`) under autocast (`autocast=None`: on CUDA only). `temperature=None` uses the model's
     learned logit scale.
     """
 
@@ -182,6 +181,7 @@ class OpenClipClassifier:
         device: str | torch.device = "cpu",
         cache_dir: str | None = None,
         tokenizer=None,
+        text_batch_size: int = 256,
     ):
         import open_clip
 
@@ -201,6 +201,7 @@ class OpenClipClassifier:
             raise ValueError("OpenClipClassifier: templates must be non-empty strings with a '{}' placeholder")
         self.synonyms = synonyms
         self.batch_size = int(batch_size)
+        self.text_batch_size = int(text_batch_size)
         self.autocast = autocast
         self.temperature = temperature
         visual = self.model.visual
@@ -224,12 +225,19 @@ class OpenClipClassifier:
     def text_embeddings(self) -> torch.Tensor:
         """[C,D] float32 unit class embeddings (cached after the first call)."""
         if self._text is None:
-            out = []
-            for name in self.class_names:
-                tokens = self.tokenizer(prompts_for(name, self.templates, self.synonyms)).to(self.device)
+            prompts = [prompts_for(name, self.templates, self.synonyms) for name in self.class_names]
+            flat = [p for group in prompts for p in group]
+            tokens = self.tokenizer(flat).to(self.device)
+            embs = []
+            for i in range(0, tokens.shape[0], self.text_batch_size):
                 with self._autocast(self.device):
-                    emb = self.model.encode_text(tokens).float()
-                out.append(F.normalize(F.normalize(emb, dim=-1).mean(dim=0), dim=0))
+                    text = tokens[i : i + self.text_batch_size]
+                    embs.append(F.normalize(self.model.encode_text(text).float(), dim=-1))
+            emb = torch.cat(embs)
+            out, start = [], 0
+            for group in prompts:
+                out.append(F.normalize(emb[start : start + len(group)].mean(dim=0), dim=0))
+                start += len(group)
             self._text = torch.stack(out)
             self.text_encodings += 1
         return self._text

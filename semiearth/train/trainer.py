@@ -147,16 +147,17 @@ def train_step(s: TrainState, batch_x: dict, batch_u: dict | None, timer: StageT
         label_u, conf_u, valid_u = mix_targets(label_u, conf_u, ~pad, box)
         img_s = apply_cutmix(img_s, box)
 
-    with timer("student"), autocast(cfg, dev):
-        if batch_u is None:
-            loss_x = supervised_loss(s.student(img_x), mask_x, cfg.data.ignore_index)
-            loss, loss_u, ratio = loss_x, torch.zeros(()), torch.zeros(())
-        else:
-            preds = s.student(torch.cat([img_x, img_s]))
-            pred_x, pred_s = preds.split([img_x.shape[0], img_s.shape[0]])
-            loss_x = supervised_loss(pred_x, mask_x, cfg.data.ignore_index)
-            loss_u, ratio = unsupervised_loss(pred_s, label_u, conf_u, valid_u, cfg.train.threshold)
-            loss = (loss_x + loss_u) / 2
+    with timer("student"):
+        with autocast(cfg, dev):
+            if batch_u is None:
+                loss_x = supervised_loss(s.student(img_x), mask_x, cfg.data.ignore_index)
+                loss, loss_u, ratio = loss_x, torch.zeros(()), torch.zeros(())
+            else:
+                preds = s.student(torch.cat([img_x, img_s]))
+                pred_x, pred_s = preds.split([img_x.shape[0], img_s.shape[0]])
+                loss_x = supervised_loss(pred_x, mask_x, cfg.data.ignore_index)
+                loss_u, ratio = unsupervised_loss(pred_s, label_u, conf_u, valid_u, cfg.train.threshold)
+                loss = (loss_x + loss_u) / 2
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
 
@@ -437,7 +438,7 @@ def finish(s: TrainState, val_set, logger) -> dict:
     D.barrier()
     best = os.path.join(s.out_dir, "best.pth")
     result = {"interrupted": False, "iteration": s.iteration, "val": val, "best_val_mIoU": s.best_miou}
-    test_set = build_dataset(cfg.data, "test") if _has_split(cfg, "test") else None
+    test_set = _optional_split(cfg, "test")
     if test_set is not None and len(test_set):
         model = copy.deepcopy(s.teacher)
         load_weights(model, load_checkpoint(best)["ema"], "EMA teacher", best)
@@ -459,8 +460,14 @@ def finish(s: TrainState, val_set, logger) -> dict:
     return result
 
 
-def _has_split(cfg: Config, split: str) -> bool:
-    return cfg.data.name == "synthetic" or bool(cfg.data.splits.get(split))
+def _optional_split(cfg: Config, split: str):
+    """The split's dataset, or None (with a note) when the dataset has no such split."""
+    try:
+        return build_dataset(cfg.data, split)
+    except (FileNotFoundError, ValueError) as err:
+        if D.is_main():
+            print(f"[semiearth] no {split} split ({err}); reporting val only", file=sys.stderr)
+        return None
 
 
 # ----------------------------------------------------------------------------- baseline comparison

@@ -124,3 +124,28 @@ def test_train_writes_logs_and_mismatched_resume_fails(tmp_path):
         train(other, resume=True)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(load_config(None, [*TINY, f"out_dir={tmp_path / 'empty'}"]), resume=True)
+
+
+def test_train_with_vlmpp_writes_records_and_panels(tmp_path):
+    from semiearth.train import train
+
+    overrides = [
+        *TINY,
+        f"out_dir={tmp_path}",
+        "data.options={size: 64, labeled: 3, unlabeled: 6, val: 2, test: 2}",
+        "data.crop_size=64",
+        "train.iters=2",
+        "purify.method=prototype",
+        "purify.max_regions=2",
+        "purify.classifier_options={input_size: 32}",
+        "train.eval_every=0",
+    ]
+    result = train(load_config(None, overrides))
+    assert not result["interrupted"]
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    last = [r for r in rows if r["split"] == "train"][-1]
+    assert "relabelled" in last and "confirmed" in last and last["stage_s"]["purify"] > 0
+    records = [json.loads(line) for line in open(tmp_path / "purify.jsonl")]
+    assert records and {"box", "vlm_top3", "iter"} <= set(records[0])
+    panels = sorted(os.listdir(tmp_path / "panels"))
+    assert "iter_000002.png" in panels and "iter_000002_vlmpp.png" in panels

@@ -77,6 +77,7 @@ class TrainConfig:
     ema_momentum: float = 0.996  # teacher EMA: min(1 - 1/(t+1), ema_momentum)
     cutmix_prob: float = 0.5
     color_jitter: float = 0.5  # strength (brightness/contrast/saturation), applied with p=0.8
+    hue_jitter: float = 0.25  # max hue shift (UniMatch: 0.25; colour-coded classes may want less)
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])

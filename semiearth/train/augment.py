@@ -52,11 +52,11 @@ def weak_geometric(image, mask, crop: int, scale_range, ignore_index: int, g, hf
     return image.contiguous(), mask.contiguous(), pad.contiguous()
 
 
-def strong_photometric(image, g, jitter: float = 0.5, grayscale_prob: float = 0.2, blur_prob: float = 0.5):
+def strong_photometric(image, g, jitter=0.5, grayscale_prob=0.2, blur_prob=0.5, hue_jitter=0.25):
     """UniMatch's strong view on RGB [0,1]: colour jitter (p=0.8), grayscale, Gaussian blur."""
     if jitter > 0 and _u(g) < 0.8:
         b, c, s = (_u(g, max(0.0, 1 - jitter), 1 + jitter) for _ in range(3))
-        hue = _u(g, -jitter / 2, jitter / 2)
+        hue = _u(g, -hue_jitter, hue_jitter)
         order = torch.randperm(4, generator=g).tolist()
         for op in order:
             if op == 0:
@@ -130,7 +130,7 @@ class TrainView(torch.utils.data.Dataset):
         )
         if self.labelled:
             return {"image": normalise(image, d.mean, d.std), "mask": mask}
-        strong = strong_photometric(image, g, t.color_jitter, t.grayscale_prob, t.blur_prob)
+        strong = strong_photometric(image, g, t.color_jitter, t.grayscale_prob, t.blur_prob, t.hue_jitter)
         return {
             "image_w": normalise(image, d.mean, d.std),
             "image_s": normalise(strong, d.mean, d.std),

@@ -14,23 +14,36 @@
 namespace semiearth {
 namespace cpu {
 
-// Cephes-style expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n from the
-// exponent bits. About 1e-7 relative error, no libm call, branch-free so loops vectorise.
-// exp(0) is exactly 1; NaN propagates.
-static inline __attribute__((always_inline)) float fexp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+// cond ? a : b as a bitwise blend. With the default -ftrapping-math GCC does not if-convert a
+// float comparison that feeds later arithmetic, which would keep the exp loop scalar.
+static inline __attribute__((always_inline)) float select_if(bool cond, float a, float b) {
+  int32_t ai, bi;
+  std::memcpy(&ai, &a, sizeof(ai));
+  std::memcpy(&bi, &b, sizeof(bi));
+  const int32_t mask = -static_cast<int32_t>(cond);
+  const int32_t ri = (ai & mask) | (bi & ~mask);
+  float r;
+  std::memcpy(&r, &ri, sizeof(r));
+  return r;
+}
+
+// Cephes-style expf for x <= 0 (softmax's x - max): x = n ln2 + r, |r| <= ln2/2, exp(r) by a
+// polynomial, 2^n from the exponent bits. About 1e-7 relative error, no libm call, branch-free so
+// loops vectorise. exp(0) is exactly 1; below -87 it returns exp(-87) ~ 1.6e-38; NaN propagates.
+static inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+  x = select_if(x < -87.0f, -87.0f, x);  // NaN compares false and stays NaN
   float fx = x * 1.44269504088896341f;
   fx = (fx + 12582912.0f) - 12582912.0f;  // round to nearest (|fx| < 2^22)
   float r = x - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float y = p * (r * r) + r + 1.0f;
+  // exp(r) = 1 + r q(r), q of degree 4 fitted for minimax relative error on |r| <= ln2/2
+  // (max 1.7e-7 in float arithmetic); the constant term 1 keeps exp(0) exact.
+  float q = 8.290315046906471e-3f;
+  q = q * r + 4.189793020486832e-2f;
+  q = q * r + 1.666763573884964e-1f;
+  q = q * r + 4.999915063381195e-1f;
+  q = q * r + 9.999997019767761e-1f;
+  const float y = q * r + 1.0f;
   int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
@@ -58,11 +71,12 @@ static inline __attribute__((always_inline)) void softmax_stats_impl(
     for (int64_t c = 1; c < C; ++c) {
       const float* xc = x0 + c * cstride;
       const int32_t ci = static_cast<int32_t>(c);
-      for (int64_t i = 0; i < len; ++i) {
+      for (int64_t i = 0; i < len; ++i) {  // unconditional stores: no (slow) masked stores
         const float v = xc[i];
-        const bool gt = v > m[i];
-        m[i] = gt ? v : m[i];
-        a[i] = gt ? ci : a[i];
+        const float mi = m[i];
+        const int32_t mask = -static_cast<int32_t>(v > mi);
+        m[i] = select_if(v > mi, v, mi);
+        a[i] = (ci & mask) | (a[i] & ~mask);
       }
     }
     for (int64_t i = 0; i < len; ++i) arg[i0 + i] = a[i];
@@ -72,7 +86,7 @@ static inline __attribute__((always_inline)) void softmax_stats_impl(
       const float* xc = x0 + c * cstride;
       for (int64_t i = 0; i < len; ++i) {
         const float v = xc[i];
-        s[i] += fexp(v - m[i]) + v * 0.0f;
+        s[i] += exp_nonpositive(v - m[i]) + v * 0.0f;
       }
     }
     for (int64_t i = 0; i < len; ++i) conf[i0 + i] = 1.0f / s[i];

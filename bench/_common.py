@@ -26,19 +26,32 @@ def teacher_like_logits(b: int, c: int, h: int, w: int, seed: int = 0, device="c
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable | None = None) -> float:
-    """Median wall time of `fn` over `repeats` runs, after `warmup` runs."""
+    """Median wall time of one call of `fn`, over `repeats` samples taken after `warmup` calls.
+
+    Each sample times enough back-to-back calls to last about 50 ms, so that short ops are not
+    lost in timer and scheduler granularity on a shared machine.
+    """
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t0 = time.perf_counter()
+    calls = 1
+    while True:
+        seconds = _timed(fn, calls, sync)
+        if seconds >= 0.05 or calls >= 1024:
+            break
+        calls *= 2
+    samples = [seconds] + [_timed(fn, calls, sync) for _ in range(repeats - 1)]
+    return statistics.median(samples) / calls
+
+
+def _timed(fn: Callable[[], object], calls: int, sync: Callable | None) -> float:
+    if sync:
+        sync()
+    t0 = time.perf_counter()
+    for _ in range(calls):
         fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    if sync:
+        sync()
+    return time.perf_counter() - t0
 
 
 @dataclass

@@ -162,7 +162,7 @@ def bench_vlm_pp(repeats, b=4, c=6, hw=512) -> tuple:
     logits = teacher_like_logits(b, c, hw, hw)
     gt = logits.argmax(dim=1)
     images = torch.rand(b, 3, hw, hw)
-    purifier = VLMPurifier(OracleClassifier(gt, num_classes=c), num_classes=c)
+    purifier = VLMPurifier(OracleClassifier(c, gt), num_classes=c)
     out = purifier(images, logits)
     total = median_seconds(lambda: purifier(images, logits), repeats)
     case = f"B{b} C{c} {hw}x{hw} oracle"

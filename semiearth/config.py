@@ -58,7 +58,6 @@ class ModelConfig:
     weights: str = ""  # local file with backbone weights (dinov2_dpt); empty = hub when online
     variant: Literal["small", "base", "large"] = "small"  # DINOv2 size
     decoder_channels: int = 64
-    patch_multiple: int = 32  # whole-image inference pads to a multiple of this
 
 
 @dataclass

@@ -327,6 +327,7 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
         for sig in (signal.SIGTERM, signal.SIGINT)
     }
     timer, stats, window = StageTimer(device), defaultdict(list), 0
+    last_panel = s.iteration
     images_per_iter = (cfg.train.batch_size + cfg.train.unlabeled_batch_size) * world
     s.student.train()
     try:
@@ -348,13 +349,10 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                     stats[f"purify_{k}"].append(v)
                 if main and (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
                     logger.records(s.iteration, info["records"])
-            if (
-                main
-                and out.get("pseudo") is not None
-                and cfg.train.panel_every
-                and s.iteration % cfg.train.panel_every == 0
-            ):
+            panel_due = cfg.train.panel_every and s.iteration - last_panel >= cfg.train.panel_every
+            if main and out.get("pseudo") is not None and panel_due:  # first purified batch of each period
                 write_panel(s, out["pseudo"], out.get("purify_info"))
+                last_panel = s.iteration
             logger.step(1, loss=out["loss"], mask=out["mask_ratio"])
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
                 row = log_row(stats, timer, window, images_per_iter * window)
@@ -517,3 +515,4 @@ def print_comparison(cfg: Config, results: dict) -> None:
             print(f"[semiearth] {name}: purification records {p['purify']}, panels {p['panels']}")
     with open(os.path.join(cfg.out_dir, "comparison.txt"), "w") as f:
         f.write(table + "\n")
+    print(f"[semiearth] this table: {os.path.join(cfg.out_dir, 'comparison.txt')}")

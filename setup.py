@@ -45,14 +45,14 @@ def cuda_include_dirs() -> list:
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-std=c++20", "-fopenmp"]
+    cxx = ["-O3", "-g0", "-std=c++20", "-fopenmp"]  # torch 2.14's headers need C++20
     macros = []
     if want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         macros.append(("WITH_CUDA", None))
-        arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        if not arch and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            # No GPU to detect the arch from: Ampere code plus PTX that newer GPUs JIT-compile.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX"
         return CUDAExtension(
             "semiearth._C",
             sources,

@@ -26,11 +26,12 @@ def test_render_panel_png(tmp_path):
     pic = render(images, out, gt=gt, path=str(path), index=1)
     assert path.exists()
     saved = Image.open(path)
-    assert saved.size == pic.size == (5 * 80 + 4 * 4, 64 + 16)
+    zoom = 3  # 80 px tiles are enlarged to at least MIN_TILE_WIDTH = 224
+    assert saved.size == pic.size == (5 * 80 * zoom + 4 * 4, 64 * zoom + 16)
     no_gt = render(images[0], out, index=0)
-    assert no_gt.size == (4 * 80 + 3 * 4, 64 + 16)
+    assert no_gt.size == (4 * 80 * zoom + 3 * 4, 64 * zoom + 16)
     u8 = render((images * 255).byte(), out, gt=gt)
-    assert u8.size[0] == 5 * 80 + 16
+    assert u8.size[0] == 5 * 80 * zoom + 16
 
 
 def test_records_jsonl_roundtrip(tmp_path):

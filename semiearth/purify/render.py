@@ -8,6 +8,8 @@ import torch
 
 from semiearth.ops import BOUNDARY, IGNORED, LOW
 
+MIN_TILE_WIDTH = 224  # px per panel tile, for legible text
+
 # A qualitative palette (class index -> RGB); ignore/unlabelled is black.
 PALETTE = np.array(
     [
@@ -82,6 +84,10 @@ def render(
     ]
     if gt is not None:
         panels.append(("ground truth", colorize(gt, c)))
+    # Small tiles (e.g. 64 px training crops) are enlarged, nearest-neighbour, so titles and
+    # region labels stay readable.
+    zoom = max(1, -(-MIN_TILE_WIDTH // panels[0][1].shape[1]))
+    panels = [(name, arr.repeat(zoom, axis=0).repeat(zoom, axis=1)) for name, arr in panels]
     h, w = panels[0][1].shape[:2]
     title = 16
     canvas = Image.new("RGB", (w * len(panels) + 4 * (len(panels) - 1), h + title), (255, 255, 255))
@@ -97,11 +103,11 @@ def render(
         top = int(out.q[k].argmax()) if out.q is not None else -1
         changed = top != int(reg[5])
         color = (255, 0, 0) if changed else (0, 255, 0)
+        x1, y1, x2, y2 = (v * zoom for v in reg[1:5])
         for px in (0, 3 * (w + 4)):
-            box = [reg[1] + px, reg[2] + title, reg[3] + px - 1, reg[4] + title - 1]
-            draw.rectangle(box, outline=color)
+            draw.rectangle([x1 + px, y1 + title, x2 + px - 1, y2 + title - 1], outline=color)
         label = names[top] if names else str(top)
-        draw.text((reg[1] + 2, reg[2] + title + 1), label, fill=color)
+        draw.text((x1 + 2, y1 + title + 1), label, fill=color)
     if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         canvas.save(path)

@@ -25,24 +25,35 @@ namespace {
 
 constexpr uint8_t kLow = 1, kBoundary = 2, kIgnored = 4;
 
-// arg/conf for the n pixels starting at flat pixel p0 of one image (plane stride HW).
+// arg/conf for the n pixels starting at flat pixel p0 of one image, whose class-c value of pixel p
+// is img[c * sc + p * sp]. Float logits with unit pixel stride (NCHW) go to softmax_stats in
+// place; other dtypes and layouts (channels-last: sp = C, sc = 1) are gathered into float class
+// planes of kGather pixels first, which stay in L1 for the softmax that follows.
+constexpr int64_t kGather = 512;
+
 template <typename scalar_t>
-void pixels_stats(const scalar_t* img, int64_t HW, int64_t C, int64_t p0, int64_t n, int32_t* arg, float* conf,
-                  std::vector<float>& tmp) {
+void pixels_stats(const scalar_t* img, int64_t sp, int64_t sc, int64_t C, int64_t p0, int64_t n, int32_t* arg,
+                  float* conf, std::vector<float>& tmp) {
   if (n <= 0) return;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    softmax_stats(img + p0, HW, C, n, arg, conf);
-  } else {
-    tmp.resize(static_cast<size_t>(C * kChunk));
-    for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-      const int64_t len = std::min(kChunk, n - i0);
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* src = img + c * HW + p0 + i0;
-        float* dst = tmp.data() + c * len;
-        for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<float>(src[i]);
-      }
-      softmax_stats(tmp.data(), len, C, len, arg + i0, conf == nullptr ? nullptr : conf + i0);
+    if (sp == 1) {
+      softmax_stats(img + p0, sc, C, n, arg, conf);
+      return;
     }
+  }
+  tmp.resize(static_cast<size_t>(C * kGather));
+  for (int64_t i0 = 0; i0 < n; i0 += kGather) {
+    const int64_t len = std::min(kGather, n - i0);
+    const scalar_t* src = img + (p0 + i0) * sp;
+    float* __restrict dst = tmp.data();
+    if (sc == 1) {  // channels-last: the C values of a pixel are adjacent
+      for (int64_t i = 0; i < len; ++i)
+        for (int64_t c = 0; c < C; ++c) dst[c * len + i] = static_cast<float>(src[i * sp + c]);
+    } else {
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < len; ++i) dst[c * len + i] = static_cast<float>(src[c * sc + i * sp]);
+    }
+    softmax_stats(dst, len, C, len, arg + i0, conf == nullptr ? nullptr : conf + i0);
   }
 }
 
@@ -229,8 +240,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(logits_in.dim() == 4, "purify_stats: logits must be [B,C,H,W]");
   TORCH_CHECK(radius >= 0, "purify_stats: radius must be >= 0");
   TORCH_CHECK(cell >= 1, "purify_stats: cell must be >= 1");
-  const at::Tensor logits = logits_in.contiguous();
+  // Any layout whose pixels are evenly strided (NCHW, channels-last, a column step of either) is
+  // read in place: copying 100 MB of logits would cost more than the kernel itself.
+  const auto evenly_strided = [](const at::Tensor& t) {
+    return t.size(2) <= 1 || t.stride(2) == t.size(3) * t.stride(3);
+  };
+  const at::Tensor logits = evenly_strided(logits_in) ? logits_in : logits_in.contiguous();
   const int64_t B = logits.size(0), C = logits.size(1), H = logits.size(2), W = logits.size(3);
+  const int64_t sb = logits.stride(0), sc = logits.stride(1), sp = logits.stride(3);
   TORCH_CHECK(C >= 1 && C < INT32_MAX, "purify_stats: logits must have at least one class");
   const int64_t HW = H * W;
   const int64_t Hc = (H + cell - 1) / cell, Wc = (W + cell - 1) / cell;
@@ -269,13 +286,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         const int64_t b = band / Hc, cy = band % Hc;
         const int64_t y0 = cy * cell, y1 = std::min(H, y0 + cell);
         const int64_t ya = std::max<int64_t>(0, y0 - k.r), yb = std::min(H, y1 + k.r);
-        const scalar_t* img = x_all + b * C * HW;
+        const scalar_t* img = x_all + b * sb;
         s.lab.resize(static_cast<size_t>((yb - ya) * W));
         // 1. argmax for the halo and band rows, confidence for the band rows only.
-        pixels_stats(img, HW, C, ya * W, (y0 - ya) * W, s.lab.data(), nullptr, s.tmp);
-        pixels_stats(img, HW, C, y0 * W, (y1 - y0) * W, s.lab.data() + (y0 - ya) * W, k.conf_all + b * HW + y0 * W,
-                     s.tmp);
-        pixels_stats(img, HW, C, y1 * W, (yb - y1) * W, s.lab.data() + (y1 - ya) * W, nullptr, s.tmp);
+        pixels_stats(img, sp, sc, C, ya * W, (y0 - ya) * W, s.lab.data(), nullptr, s.tmp);
+        pixels_stats(img, sp, sc, C, y0 * W, (y1 - y0) * W, s.lab.data() + (y0 - ya) * W,
+                     k.conf_all + b * HW + y0 * W, s.tmp);
+        pixels_stats(img, sp, sc, C, y1 * W, (yb - y1) * W, s.lab.data() + (y1 - ya) * W, nullptr, s.tmp);
         // 2-3. labels, boundary, flags, cell pooling.
         band_post(k, b, cy, s);
       }

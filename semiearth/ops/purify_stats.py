@@ -74,7 +74,7 @@ def purify_stats(
         out = purify_stats_triton(logits, float(low_thresh), radius, cell, ignore)
     else:
         ignore_c = None if ignore is None else ignore.contiguous()
-        out = torch.ops.semiearth.purify_stats(logits.contiguous(), float(low_thresh), radius, cell, ignore_c)
+        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore_c)
     stats = PurifyStats(*out, cell=cell)
     # The kernels write NaN confidence where a logit is not finite: check the small output only.
     bad = torch.isnan(stats.conf)

@@ -52,20 +52,12 @@ def bench_purify_stats(shapes, repeats) -> tuple:
             t = median_seconds(lambda: ops.purify_stats(x, backend=backend), repeats, sync=sync)
             times[backend] = t
             rows.append(Row("purify_stats", case, impl, t))
-        # The same call reusing the previous call's outputs (out=), as a training loop can: no fresh
-        # output pages to fault in. The fresh-output row above is the one the target is about.
-        prev = ops.purify_stats(logits, backend="cpp")
-        times["cpp_out"] = median_seconds(lambda: ops.purify_stats(logits, backend="cpp", out=prev), repeats)
-        rows.append(Row("purify_stats", case, "C++ (cpu), out= reused outputs", times["cpp_out"]))
         times["torch"] = median_seconds(lambda: ops.purify_stats(logits, backend="torch"), max(1, repeats // 2))
         rows.append(Row("purify_stats", case, "torch reference", times["torch"]))
         times["floor"] = median_seconds(lambda: logits.amax(dim=1), repeats)
         rows.append(Row("purify_stats", case, "read floor: logits.amax(1)", times["floor"]))
         ratios.append((f"purify_stats {case}: reference / C++", times["torch"] / times["cpp"], lambda v: v >= 5))
         ratios.append((f"purify_stats {case}: C++ / read floor", times["cpp"] / times["floor"], lambda v: v <= 2))
-        ratios.append(
-            (f"purify_stats {case}: C++ out= / read floor", times["cpp_out"] / times["floor"], lambda v: v <= 2)
-        )
     return rows, ratios
 
 

@@ -234,27 +234,21 @@ void band_post(const Ctx& k, int64_t b, int64_t cy, Scratch& s) {
   band_post_generic(k, b, cy, s);
 }
 
-using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-// Any layout whose pixels are evenly strided (NCHW, channels-last, a column step of either) is
-// read in place: copying 100 MB of logits would cost more than the kernel itself.
-at::Tensor readable_logits(const at::Tensor& logits_in, int64_t radius, int64_t cell) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> purify_stats_cpu(
+    const at::Tensor& logits_in, double low_thresh, int64_t radius, int64_t cell,
+    const std::optional<at::Tensor>& ignore_in) {
   TORCH_CHECK(logits_in.dim() == 4, "purify_stats: logits must be [B,C,H,W]");
   TORCH_CHECK(radius >= 0, "purify_stats: radius must be >= 0");
   TORCH_CHECK(cell >= 1, "purify_stats: cell must be >= 1");
-  TORCH_CHECK(logits_in.size(1) >= 1 && logits_in.size(1) < INT32_MAX,
-              "purify_stats: logits must have at least one class");
-  const bool evenly_strided = logits_in.size(2) <= 1 || logits_in.stride(2) == logits_in.size(3) * logits_in.stride(3);
-  return evenly_strided ? logits_in : logits_in.contiguous();
-}
-
-// Computes into conf, label, flags [B,H,W] and hist [B,Hc,Wc,C], mass, nbound [B,Hc,Wc], which
-// are contiguous with the output dtypes.
-void purify_stats_into(const at::Tensor& logits, double low_thresh, int64_t radius, int64_t cell,
-                       const std::optional<at::Tensor>& ignore_in, const Outputs& out) {
-  const auto& [conf, label, flags, hist, mass, nbound] = out;
+  // Any layout whose pixels are evenly strided (NCHW, channels-last, a column step of either) is
+  // read in place: copying 100 MB of logits would cost more than the kernel itself.
+  const auto evenly_strided = [](const at::Tensor& t) {
+    return t.size(2) <= 1 || t.stride(2) == t.size(3) * t.stride(3);
+  };
+  const at::Tensor logits = evenly_strided(logits_in) ? logits_in : logits_in.contiguous();
   const int64_t B = logits.size(0), C = logits.size(1), H = logits.size(2), W = logits.size(3);
   const int64_t sb = logits.stride(0), sc = logits.stride(1), sp = logits.stride(3);
+  TORCH_CHECK(C >= 1 && C < INT32_MAX, "purify_stats: logits must have at least one class");
   const int64_t HW = H * W;
   const int64_t Hc = (H + cell - 1) / cell, Wc = (W + cell - 1) / cell;
   at::Tensor ignore;
@@ -263,7 +257,14 @@ void purify_stats_into(const at::Tensor& logits, double low_thresh, int64_t radi
     TORCH_CHECK(ignore.scalar_type() == at::kBool && ignore.sizes() == at::IntArrayRef({B, H, W}),
                 "purify_stats: ignore must be a [B,H,W] bool tensor");
   }
-  if (B == 0 || HW == 0) return;
+  const auto opts = logits.options();
+  at::Tensor conf = at::empty({B, H, W}, opts.dtype(at::kFloat));
+  at::Tensor label = at::empty({B, H, W}, opts.dtype(at::kLong));
+  at::Tensor flags = at::empty({B, H, W}, opts.dtype(at::kByte));
+  at::Tensor hist = at::empty({B, Hc, Wc, C}, opts.dtype(at::kInt));
+  at::Tensor mass = at::empty({B, Hc, Wc}, opts.dtype(at::kFloat));
+  at::Tensor nbound = at::empty({B, Hc, Wc}, opts.dtype(at::kInt));
+  if (B == 0 || HW == 0) return {conf, label, flags, hist, mass, nbound};
 
   Ctx k;
   k.C = C, k.H = H, k.W = W, k.Hc = Hc, k.Wc = Wc, k.cell = cell;
@@ -297,56 +298,11 @@ void purify_stats_into(const at::Tensor& logits, double low_thresh, int64_t radi
       }
     });
   });
-}
-
-Outputs purify_stats_cpu(const at::Tensor& logits_in, double low_thresh, int64_t radius, int64_t cell,
-                         const std::optional<at::Tensor>& ignore) {
-  const at::Tensor logits = readable_logits(logits_in, radius, cell);
-  const int64_t B = logits.size(0), C = logits.size(1), H = logits.size(2), W = logits.size(3);
-  const int64_t Hc = (H + cell - 1) / cell, Wc = (W + cell - 1) / cell;
-  const auto opts = logits.options();
-  const Outputs out{at::empty({B, H, W}, opts.dtype(at::kFloat)),       at::empty({B, H, W}, opts.dtype(at::kLong)),
-                    at::empty({B, H, W}, opts.dtype(at::kByte)),        at::empty({B, Hc, Wc, C}, opts.dtype(at::kInt)),
-                    at::empty({B, Hc, Wc}, opts.dtype(at::kFloat)),     at::empty({B, Hc, Wc}, opts.dtype(at::kInt))};
-  purify_stats_into(logits, low_thresh, radius, cell, ignore, out);
-  return out;
-}
-
-// purify_stats_out: the same, written into caller-provided outputs (a previous call's, reused
-// across training steps so that 50 MB of fresh pages are not faulted in on every call).
-void purify_stats_out_cpu(const at::Tensor& logits_in, double low_thresh, int64_t radius, int64_t cell,
-                          const std::optional<at::Tensor>& ignore, const at::Tensor& conf, const at::Tensor& label,
-                          const at::Tensor& flags, const at::Tensor& hist, const at::Tensor& mass,
-                          const at::Tensor& nbound) {
-  const at::Tensor logits = readable_logits(logits_in, radius, cell);
-  const int64_t B = logits.size(0), C = logits.size(1), H = logits.size(2), W = logits.size(3);
-  const int64_t Hc = (H + cell - 1) / cell, Wc = (W + cell - 1) / cell;
-  const auto check = [&](const at::Tensor& t, const char* name, at::ScalarType dtype, at::IntArrayRef shape) {
-    TORCH_CHECK(t.device() == logits.device() && t.scalar_type() == dtype && t.sizes() == shape && t.is_contiguous(),
-                "purify_stats_out: ", name, " must be a contiguous ", dtype, " tensor of shape ", shape,
-                " on the logits' device, got ", t.scalar_type(), " ", t.sizes());
-  };
-  check(conf, "conf", at::kFloat, {B, H, W});
-  check(label, "label", at::kLong, {B, H, W});
-  check(flags, "flags", at::kByte, {B, H, W});
-  check(hist, "hist", at::kInt, {B, Hc, Wc, C});
-  check(mass, "mass", at::kFloat, {B, Hc, Wc});
-  check(nbound, "nboundary", at::kInt, {B, Hc, Wc});
-  purify_stats_into(logits, low_thresh, radius, cell, ignore, {conf, label, flags, hist, mass, nbound});
+  return {conf, label, flags, hist, mass, nbound};
 }
 
 }  // namespace
 }  // namespace cpu
 }  // namespace semiearth
 
-// The out-variant is defined here, beside its only kernel (the GPU paths allocate fresh outputs).
-TORCH_LIBRARY_FRAGMENT(semiearth, m) {
-  m.def(
-      "purify_stats_out(Tensor logits, float low_thresh, int radius, int cell, Tensor? ignore, Tensor(a!) conf, "
-      "Tensor(b!) label, Tensor(c!) flags, Tensor(d!) hist, Tensor(e!) mass, Tensor(f!) nboundary) -> ()");
-}
-
-TORCH_LIBRARY_IMPL(semiearth, CPU, m) {
-  m.impl("purify_stats", &semiearth::cpu::purify_stats_cpu);
-  m.impl("purify_stats_out", &semiearth::cpu::purify_stats_out_cpu);
-}
+TORCH_LIBRARY_IMPL(semiearth, CPU, m) { m.impl("purify_stats", &semiearth::cpu::purify_stats_cpu); }

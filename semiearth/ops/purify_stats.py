@@ -49,15 +49,10 @@ def purify_stats(
     cell: int = 32,
     ignore: torch.Tensor | None = None,
     backend: str = "auto",
-    out: PurifyStats | None = None,
 ) -> PurifyStats:
     """Confidence, pseudo-label, flags and per-cell pooling of teacher logits [B,C,H,W].
 
     backend: "auto" (Triton on CUDA, C++ on CPU), "torch", "cpp" or "triton".
-    out: a previous result whose tensors the C++ backend overwrites and returns when their shapes,
-    dtypes and device match (a training loop then does not fault in fresh output pages on every
-    call; if it then raises for NaN/inf logits, `out` holds partial results); otherwise, and on
-    the other backends, new tensors are returned and `out` is untouched.
     Raises ValueError/TypeError for bad shapes, dtypes, thresholds, or NaN/inf logits.
     """
     check_logits(OP, logits)
@@ -76,40 +71,16 @@ def purify_stats(
     if backend == "triton":
         from semiearth.kernels.purify_stats import purify_stats_triton
 
-        res = purify_stats_triton(logits, float(low_thresh), radius, cell, ignore)
+        out = purify_stats_triton(logits, float(low_thresh), radius, cell, ignore)
     else:
         ignore_c = None if ignore is None else ignore.contiguous()
-        if out is not None and _reusable(out, logits, cell):
-            torch.ops.semiearth.purify_stats_out(logits, float(low_thresh), radius, cell, ignore_c, *out[:6])
-            res = out[:6]
-        else:
-            res = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore_c)
-    stats = PurifyStats(*res, cell=cell)
+        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore_c)
+    stats = PurifyStats(*out, cell=cell)
     # The kernels write NaN confidence where a logit is not finite: check the small output only.
     bad = torch.isnan(stats.conf)
     if bool(bad.any()):
         raise nonfinite_error(OP, int(bad.sum()))
     return stats
-
-
-def _reusable(out, logits: torch.Tensor, cell: int) -> bool:
-    """Whether `out` holds contiguous output tensors of the shapes and dtypes these logits give."""
-    if not isinstance(out, PurifyStats):
-        raise TypeError(f"{OP}: out must be a PurifyStats from a previous call, got {type(out).__name__}")
-    b, c, h, w = logits.shape
-    hc, wc = -(-h // cell), -(-w // cell)
-    want = (
-        ((b, h, w), torch.float32),
-        ((b, h, w), torch.int64),
-        ((b, h, w), torch.uint8),
-        ((b, hc, wc, c), torch.int32),
-        ((b, hc, wc), torch.float32),
-        ((b, hc, wc), torch.int32),
-    )
-    return all(
-        tuple(t.shape) == shape and t.dtype == dtype and t.device == logits.device and t.is_contiguous()
-        for t, (shape, dtype) in zip(out[:6], want, strict=True)
-    )
 
 
 def purify_stats_reference(logits, low_thresh=0.7, radius=1, cell=32, ignore=None) -> PurifyStats:

@@ -15,14 +15,31 @@ def teacher_like_logits(b: int, c: int, h: int, w: int, seed: int = 0, device="c
     """Logits [B,C,H,W] float32 shaped like a trained teacher's: confident blobs, uncertain edges.
 
     A coarse random label map, upsampled bilinearly as one-hot scores (soft class boundaries), scaled
-    and perturbed with noise, so most pixels are confident and the boundaries are not.
+    and perturbed with noise, so most pixels are confident and the boundaries are not. The layout
+    is contiguous NCHW, as a segmentation head's upsampled output is.
     """
     g = torch.Generator().manual_seed(seed)
     coarse = torch.randint(0, c, (b, max(1, h // 64), max(1, w // 64)), generator=g)
     onehot = F.one_hot(coarse, c).permute(0, 3, 1, 2).float()
     smooth = F.interpolate(onehot, size=(h, w), mode="bilinear", align_corners=False)
     logits = 8.0 * smooth + 1.0 * torch.randn(b, c, h, w, generator=g)
-    return logits.to(device)
+    return logits.contiguous().to(device)
+
+
+class Rotating:
+    """Calls `fn` on `copies` copies of `x` in turn, so that no call finds its input in the CPU's
+    cache (a training step's logits are always fresh): `Rotating(x, 3)(fn)` is the timed callable."""
+
+    def __init__(self, x: torch.Tensor, copies: int = 3):
+        self.inputs = [x] + [x.clone() for _ in range(copies - 1)]
+        self.i = 0
+
+    def __call__(self, fn: Callable[[torch.Tensor], object]) -> Callable[[], object]:
+        def call():
+            self.i = (self.i + 1) % len(self.inputs)
+            return fn(self.inputs[self.i])
+
+        return call
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable | None = None) -> float:

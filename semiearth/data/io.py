@@ -66,6 +66,14 @@ class Raster:
         return int(self.data.shape[1]), int(self.data.shape[2])
 
 
+def open_geotiff(path: str):
+    """rasterio dataset of `path`, without the warning for files that carry no georeference."""
+    rasterio = _rasterio()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def read_raster(path: str, bands: list[int] | None = None) -> Raster:
     """Raw bands of an image file as [bands,H,W] (all bands, or the 1-based ``bands``)."""
     path = os.fspath(path)
@@ -73,10 +81,7 @@ def read_raster(path: str, bands: list[int] | None = None) -> Raster:
     if is_geotiff(path):
         rasterio = _rasterio()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                src = rasterio.open(path)
-            with src:
+            with open_geotiff(path) as src:
                 count = src.count
                 if bands:
                     bad = [b for b in bands if not 1 <= int(b) <= count]
@@ -168,12 +173,8 @@ def read_label(path: str) -> np.ndarray:
     path = os.fspath(path)
     _require_file(path)
     if is_geotiff(path):
-        rasterio = _rasterio()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                src = rasterio.open(path)
-            with src:
+            with open_geotiff(path) as src:
                 data = src.read()
         except Exception as e:
             raise DataError(f"cannot read label {path}: {type(e).__name__}: {e}") from e

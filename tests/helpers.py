@@ -17,6 +17,21 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 GPU = torch.cuda.is_available()
 
+# --set overrides for a tiny, fast training run (synthetic data, tiny model, no VLM-PP).
+TINY_RUN = [
+    "data.crop_size=32",
+    "data.options={size: 40, labeled: 4, unlabeled: 12, val: 3, test: 3}",
+    "model.name=tiny",
+    "model.pretrained=false",
+    "model.decoder_channels=8",
+    "train.batch_size=2",
+    "train.unlabeled_batch_size=2",
+    "train.lr=0.01",
+    "train.log_every=2",
+    "train.threshold=0.5",
+    "purify=none",
+]
+
 
 def shared_data() -> Path:
     """The shared tiles folder, or skip the test with the reason."""

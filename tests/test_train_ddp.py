@@ -5,20 +5,9 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
+from helpers import TINY_RUN
 
-TINY = [
-    "data.crop_size=32",
-    "data.options={size: 40, labeled: 4, unlabeled: 12, val: 3, test: 3}",
-    "model.name=tiny",
-    "model.pretrained=false",
-    "model.decoder_channels=8",
-    "train.batch_size=2",
-    "train.unlabeled_batch_size=2",
-    "train.lr=0.01",
-    "train.log_every=2",
-    "train.threshold=0.5",
-    "purify=none",
-]
+TINY = TINY_RUN
 
 
 def _free_port() -> int:

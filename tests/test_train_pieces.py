@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from helpers import TINY_RUN
 
 from semiearth.config import load_config
 from semiearth.train.augment import apply_cutmix, cutmix_box, strong_photometric, weak_geometric
@@ -11,22 +12,7 @@ from semiearth.train.ema import create_teacher, ema_momentum, ema_update
 from semiearth.train.losses import unsupervised_loss
 from semiearth.train.sampler import StreamBatchSampler
 
-TINY = [
-    "data.crop_size=32",
-    "data.options={size: 40, labeled: 4, unlabeled: 12, val: 3, test: 3}",
-    "model.name=tiny",
-    "model.pretrained=false",
-    "model.decoder_channels=8",
-    "train.iters=6",
-    "train.batch_size=2",
-    "train.unlabeled_batch_size=2",
-    "train.lr=0.01",
-    "train.log_every=2",
-    "train.ckpt_every=3",
-    "train.panel_every=2",
-    "train.threshold=0.5",
-    "purify=none",
-]
+TINY = TINY_RUN + ["train.iters=6", "train.ckpt_every=3", "train.panel_every=2"]
 
 
 def test_ema_momentum_and_update():

@@ -68,19 +68,21 @@ def purify_stats(
     backend = resolve(OP, backend, logits.device, gpu_backend="triton")
     if backend == "torch":
         return purify_stats_reference(logits, low_thresh, radius, cell, ignore)
-    if backend == "triton":
-        from semiearth.kernels.purify_stats import purify_stats_triton
+    if backend == "cpp":  # the C++ kernel raises the ValueError for NaN/inf logits itself
+        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, _contiguous(ignore))
+        return PurifyStats(*out, cell=cell)
+    from semiearth.kernels.purify_stats import purify_stats_triton
 
-        out = purify_stats_triton(logits, float(low_thresh), radius, cell, ignore)
-    else:
-        ignore_c = None if ignore is None else ignore.contiguous()
-        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore_c)
-    stats = PurifyStats(*out, cell=cell)
-    # The kernels write NaN confidence where a logit is not finite: check the small output only.
+    stats = PurifyStats(*purify_stats_triton(logits, float(low_thresh), radius, cell, ignore), cell=cell)
+    # The Triton kernels write NaN confidence where a logit is not finite: check the small output.
     bad = torch.isnan(stats.conf)
     if bool(bad.any()):
         raise nonfinite_error(OP, int(bad.sum()))
     return stats
+
+
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
 
 
 def purify_stats_reference(logits, low_thresh=0.7, radius=1, cell=32, ignore=None) -> PurifyStats:

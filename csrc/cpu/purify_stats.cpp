@@ -310,10 +310,13 @@ void band_post(const Ctx& k, int64_t b, int64_t cy, Scratch<L>& s) {
 template <typename L, typename scalar_t>
 int64_t run_bands(const Ctx& k, const scalar_t* x_all, int64_t B, int64_t sb, int64_t sc, int64_t sp) {
   const int64_t C = k.C, H = k.H, W = k.W, HW = H * W, Hc = k.Hc, cell = k.cell, r = k.r;
-  std::atomic<int64_t> nonfinite{0};
-  at::parallel_for(0, B * Hc, 1, [&](int64_t begin, int64_t end) {
+  const int64_t bands = B * Hc;
+  std::atomic<int64_t> nonfinite{0}, next{0};
+  // Each thread takes the next free band until none is left: page faults and a busy neighbour on
+  // a shared machine make equal static shares finish at different times.
+  at::parallel_for(0, std::min<int64_t>(bands, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     Scratch<L> s;
-    for (int64_t band = begin; band < end; ++band) {
+    for (int64_t band; (band = next.fetch_add(1, std::memory_order_relaxed)) < bands;) {
       const int64_t b = band / Hc, cy = band % Hc;
       const int64_t y0 = cy * cell, y1 = std::min(H, y0 + cell);
       const int64_t ya = std::max<int64_t>(0, y0 - r), yb = std::min(H, y1 + r);

@@ -216,14 +216,12 @@ class VLMPurifier:
         candidate pixels, VLM top-3 (class, name, probability), pixels, relabelled, confirmed, and the
         segment's mean purified confidence."""
         n, c = q.shape
-        b, h, w = stats.label.shape
         dev = stats.label.device
-        yy = torch.arange(h, device=dev) // self.cell
-        xx = torch.arange(w, device=dev) // self.cell
-        bb = torch.arange(b, device=dev)
-        region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
-        hit = stats.candidates & (region >= 0)
-        r = region[hit]
+        # Only candidates can be hit: look their segments up, not every pixel's.
+        bi, yi, xi = stats.candidates.nonzero(as_tuple=True)
+        region = seg_table[bi, yi // self.cell, xi // self.cell, stats.label[bi, yi, xi]].long()
+        inside = region >= 0
+        r, hit = region[inside], (bi[inside], yi[inside], xi[inside])
         changed = label[hit] != stats.label[hit]
         confirmed = ~changed & (conf[hit] >= self.admit_thresh)
 

@@ -28,6 +28,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from semiearth import ops  # noqa: E402
 from semiearth.purify import (  # noqa: E402
     NoisyTeacher,
     OracleClassifier,
@@ -139,9 +140,10 @@ def run(args) -> dict:
             backend=args.backend,
         )
         rows = []
-        teacher_label = logits.argmax(1)
-        teacher_conf = torch.softmax(logits, 1).amax(1)
-        rows.append({"method": "teacher alone", **metrics(teacher_label, teacher_conf, gts, c)})
+        # The teacher's labels and confidences as purify_stats computes them (the same op and
+        # backend as the purifier), so that "unchanged" below is exact, not up to float rounding.
+        teacher_stats = ops.purify_stats(logits, backend=args.backend)
+        rows.append({"method": "teacher alone", **metrics(teacher_stats.label, teacher_stats.conf, gts, c)})
         classifiers = {
             "uniform": UniformClassifier(c),
             "oracle": OracleClassifier(c, gt=gts),

@@ -1,11 +1,12 @@
 // purify_stats, CPU: one pass over teacher logits [B,C,H,W] -> conf, label, flags and per-cell
 // pooling. Specification: semiearth/ops/purify_stats.py (purify_stats_reference).
 //
-// One parallel_for over bands of rows (image b, cell row cy). A band computes argmax (and, for
-// its own rows, the confidence) over C for its rows plus `radius` halo rows above and below
-// (recomputing the halo is cheaper than a second pass over the logits), keeps the labels in a
-// local int32 buffer, then derives the boundary flag with separable min/max filters and pools
-// its cells, which no other band touches.
+// Threads take bands of rows (image b, cell row cy) from a shared counter. A band computes argmax
+// (and, for its own rows, the confidence) over C for its rows plus `radius` halo rows above and
+// below (recomputing the halo is cheaper than a second pass over the logits), keeps the labels in
+// a local 8-bit buffer (32-bit past 254 classes), derives the boundary flag with separable min/max
+// filters, and pools its cells, which no other band touches. Pixels with a NaN confidence (a NaN
+// or inf logit) are counted, and the op raises a ValueError naming how many.
 #include <ATen/Dispatch.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -102,7 +103,7 @@ void flush_counts(Scratch<L>& s, int64_t C, int64_t W, int64_t Wc, int64_t cell,
                   int32_t* hist_row, int32_t* nrow) {
   for (int64_t cx = 0; cx < Wc; ++cx) {
     const int64_t xa = cx * cell, xb = std::min(W, xa + cell);
-    float m = 0.0f;
+    double m = 0.0;
     int32_t nb = 0;
     for (int64_t x = xa; x < xb; ++x) {
       m += s.mass_x[x];

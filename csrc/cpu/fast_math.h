@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -162,8 +163,12 @@ __attribute__((target("avx2,fma"))) inline void softmax_stats_avx2(const float* 
   for (; i < n; ++i) softmax_pixel(x + i, cstride, C, arg + i, conf == nullptr ? nullptr : conf + i);
 }
 
+// Whether to take the AVX2 bodies: the CPU has AVX2 and FMA, and SEMIEARTH_DISABLE_AVX2 is unset or
+// "0" (set, it runs the portable bodies, as on arm64, so that tests can check them on x86 too).
 inline bool cpu_has_avx2_fma() {
   static const bool ok = [] {
+    const char* off = std::getenv("SEMIEARTH_DISABLE_AVX2");
+    if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();

@@ -128,7 +128,7 @@ def test_portable_cpu_bodies_give_the_same_bits(tmp_path):
     portable = torch.load(tmp_path / "out.pt", weights_only=True)
     for (x, ign, r, cell), theirs in zip(cases, portable, strict=True):
         ours = ops.purify_stats(x, 0.7, r, cell, ign, backend="cpp")
-        for name, a, b in zip(ops.PurifyStats._fields, ours, theirs, strict=True):
+        for name, a, b in zip(ops.PurifyStats._fields[:6], ours[:6], theirs, strict=True):
             assert torch.equal(a, b), name
 
 

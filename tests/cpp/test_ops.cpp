@@ -104,16 +104,25 @@ void test_purify_stats() {
     check(same(nb, at::zeros({1, 1, 2}, at::kInt)), "purify_stats: nboundary with an ignore mask");
   }
   {
-    // radius 0: never a boundary; ties go to the lowest class; a NaN logit gives NaN conf
+    // radius 0: never a boundary; ties go to the lowest class
     at::Tensor t = at::zeros({1, 4, 1, 3}, at::kFloat);
     t[0][2][0][1] = 1.f;
-    t[0][1][0][2] = std::nanf("");
     auto [c, l, f, hist, mass, nb] = purify_stats(t, 0.5, 0, 8, std::nullopt);
     check(same(l.slice(2, 0, 2), at::tensor(std::vector<int64_t>{0, 2}).view({1, 1, 2})),
           "purify_stats: argmax takes the lowest index on ties");
     check(std::fabs(c[0][0][0].item<float>() - 0.25f) < 1e-7, "purify_stats: uniform logits give conf 1/C");
-    check(std::isnan(c[0][0][2].item<float>()), "purify_stats: NaN logit -> NaN conf");
     check((f.slice(2, 0, 2) & 2).sum().item<int64_t>() == 0, "purify_stats: radius 0 has no boundary");
+    // a NaN or inf logit: a ValueError (Python's ValueError through the dispatcher) naming the count
+    for (const float bad : {std::nanf(""), -INFINITY}) {
+      t[0][1][0][2] = bad;
+      bool raised = false;
+      try {
+        purify_stats(t, 0.5, 0, 8, std::nullopt);
+      } catch (const c10::ValueError& e) {
+        raised = std::string(e.what_without_backtrace()).find("NaN or inf at 1 pixel") != std::string::npos;
+      }
+      check(raised, "purify_stats: a non-finite logit raises a ValueError");
+    }
   }
 }
 

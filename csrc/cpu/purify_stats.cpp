@@ -360,8 +360,8 @@ void store_labels(const int32_t* src, int64_t* dst, int64_t n) {
 }
 
 // Asks the kernel for 2 MiB pages under the aligned interior of a fresh output buffer, before it is
-// first written: a 32 MiB label map then costs 16 page faults instead of 8192, which on a shared
-// VM otherwise take as long as the kernel itself. Advice only; a no-op where unsupported.
+// first written: a 32 MiB label map then costs 16 page faults instead of 8192. Advice only (as
+// torch's THP_MEM_ALLOC_ENABLE=1 gives); a no-op where unsupported.
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t(1) << 21;

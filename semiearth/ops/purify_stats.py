@@ -69,7 +69,7 @@ def purify_stats(
     if backend == "torch":
         return purify_stats_reference(logits, low_thresh, radius, cell, ignore)
     if backend == "cpp":  # the C++ kernel raises the ValueError for NaN/inf logits itself
-        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, _contiguous(ignore))
+        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore)
         return PurifyStats(*out, cell=cell)
     from semiearth.kernels.purify_stats import purify_stats_triton
 
@@ -79,10 +79,6 @@ def purify_stats(
     if bool(bad.any()):
         raise nonfinite_error(OP, int(bad.sum()))
     return stats
-
-
-def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.contiguous()
 
 
 def purify_stats_reference(logits, low_thresh=0.7, radius=1, cell=32, ignore=None) -> PurifyStats:

@@ -41,11 +41,11 @@ class DataConfig:
     ignore_index: int = 255
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    crop_size: int = 256
+    crop_size: int = 64  # training crop (px); the demo's CPU scale, real datasets' configs use 512
     splits: dict[str, str] = field(default_factory=lambda: {"labeled": "", "unlabeled": "", "val": "", "test": ""})
     bands: list[int] | None = None
     palette: list[list[int]] | None = None
-    value_scale: float = 255.0
+    value_scale: float = 255.0  # raw value that means full brightness in non-uint8 images (uint16: e.g. 65535)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,13 +62,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and the teacher-student iteration (UniMatch-V2 / FixMatch-EMA defaults)."""
+    """Optimisation and the teacher-student iteration (UniMatch-V2 / FixMatch-EMA defaults; iters and
+    learning rates sized for a short CPU run of effnet_lite0_fpn: DINOv2 wants lr 5e-6, head_lr_mult 40)."""
 
-    iters: int = 1000
+    iters: int = 200
     batch_size: int = 8  # labelled images per step (per process)
     unlabeled_batch_size: int = 8  # unlabelled images per step (per process); 0 = supervised only
-    lr: float = 5e-6  # backbone learning rate
-    head_lr_mult: float = 40.0  # decoder lr = lr * head_lr_mult
+    lr: float = 5e-4  # backbone learning rate
+    head_lr_mult: float = 5.0  # decoder lr = lr * head_lr_mult
     weight_decay: float = 0.01
     poly_power: float = 0.9
     warmup_iters: int = 0
@@ -242,6 +243,40 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
         if len(obj.scale_range) != 2:
             raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
+    _check_ranges(obj, prefix)
+
+
+# Ranges of numeric keys, checked when a section is built: (low, high) inclusive, high None = unbounded;
+# a third item True makes low exclusive. Out-of-range values would otherwise fail deep inside torch (a conv on a -5 px crop).
+_RANGES: dict[str, dict[str, tuple]] = {
+    "DataConfig": {"num_classes": (1, None), "crop_size": (1, None), "value_scale": (0, None, True)},
+    "TrainConfig": {
+        "batch_size": (1, None), "unlabeled_batch_size": (0, None), "lr": (0, None, True),
+        "head_lr_mult": (0, None, True), "weight_decay": (0, None), "warmup_iters": (0, None),
+        "threshold": (0, 1), "ema_momentum": (0, 1), "cutmix_prob": (0, 1), "grayscale_prob": (0, 1),
+        "blur_prob": (0, 1), "color_jitter": (0, None), "hue_jitter": (0, 0.5), "grad_clip": (0, None),
+        "num_workers": (0, None), "log_every": (1, None), "panel_every": (0, None), "ckpt_every": (0, None),
+        "eval_every": (0, None), "eval_max_images": (0, None), "threads": (0, None),
+    },
+    "PurifyConfig": {
+        "every": (1, None), "low_thresh": (0, 1), "cell": (1, None), "trust": (0, None), "max_regions": (1, None),
+        "context": (0, None, True), "radius": (0, None), "tau": (0, 1, True), "fit_images": (0, None),
+        "records_every": (1, None),
+    },
+    "EvalConfig": {"window": (1, None), "stride": (1, None), "batch_size": (1, None)},
+}  # fmt: skip
+
+
+def _check_ranges(obj: Any, prefix: str) -> None:
+    for name, (low, high, *open_low) in _RANGES.get(type(obj).__name__, {}).items():
+        value = getattr(obj, name)
+        too_low = value <= low if open_low and open_low[0] else value < low
+        if too_low or (high is not None and value > high):
+            bound = f"> {low}" if open_low and open_low[0] else f">= {low}"
+            allowed = f"{bound} and <= {high}" if high is not None else bound
+            raise ConfigError(f"{_join(prefix, name)}: must be {allowed}, got {value!r}")
+    if isinstance(obj, TrainConfig) and not 0 < obj.scale_range[0] <= obj.scale_range[1]:
+        raise ConfigError(f"{_join(prefix, 'scale_range')}: expected 0 < min <= max, got {obj.scale_range}")
 
 
 def config_from_dict(data: dict) -> Config:

@@ -40,8 +40,10 @@ def test_geotiff_uint16_bands_nodata(tmp_path):
     np.testing.assert_allclose(img[0, 1, 1], data[2, 1, 1] / 2000.0, rtol=1e-6)
     np.testing.assert_allclose(img[2, 5, 7], min(data[0, 5, 7] / 2000.0, 1.0), rtol=1e-6)
     assert img[:, 2, 3].sum() == 0 and not valid[2, 3]
-    img4, _ = read_image(path)  # default: bands 1,2,3
-    np.testing.assert_allclose(img4[1, 1, 1], min(data[1, 1, 1] / 255.0, 1.0))
+    img4, _ = read_image(path, value_scale=2000.0)  # default: bands 1,2,3
+    np.testing.assert_allclose(img4[1, 1, 1], data[1, 1, 1] / 2000.0, rtol=1e-6)
+    with pytest.raises(DataError, match=r"m\.tif: 8\d% of the values .*exceed data\.value_scale=255"):
+        read_image(path)  # the 8-bit default on 16-bit data: refused, not clipped to white
     with pytest.raises(DataError, match=r"m\.tif.*band\(s\) \[5\]"):
         read_image(path, bands=[1, 2, 5])
 

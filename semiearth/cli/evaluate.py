@@ -1,7 +1,8 @@
 """semiearth-eval --checkpoint RUN/best.pth [--split test] [--config X.yaml] [--set key=value ...]
 
-Evaluates the EMA teacher (or --weights student) of a checkpoint on a split and prints per-class
-IoU/F1, mIoU, OA and mean F1. The run's saved config is used unless --config is given.
+Evaluates the EMA teacher (or --weights student; the names of semiearth-predict too) of a checkpoint
+on a split and prints per-class IoU/F1, mIoU, OA and mean F1. The run's saved config is used unless
+--config is given.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="test", choices=["val", "test", "labeled"])
     p.add_argument("--config", default=None, help="config file (default: the one stored in the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA teacher (default) or student")
+    p.add_argument(
+        "--weights", default="teacher", choices=["teacher", "student"], help="EMA teacher (default) or student"
+    )
     p.add_argument("--mode", default=None, choices=["whole", "slide"], help="inference mode (overrides eval.mode)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     return p.parse_args(argv)
@@ -31,10 +34,19 @@ def main(argv=None) -> int:
 
     from semiearth.config import ConfigError, apply_overrides, config_from_dict, load_config
     from semiearth.data import build_dataset
+    from semiearth.data.classes import LabelError
+    from semiearth.data.io import DataError
+    from semiearth.data.registry import check_data_config
     from semiearth.eval import evaluate
     from semiearth.eval.metrics import format_table
     from semiearth.models import build_model
-    from semiearth.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_weights
+    from semiearth.train.checkpoint import (
+        CheckpointError,
+        check_compatible,
+        checkpoint_weights,
+        load_checkpoint,
+        load_weights,
+    )
 
     try:
         ckpt = load_checkpoint(args.checkpoint)
@@ -44,16 +56,21 @@ def main(argv=None) -> int:
         else:
             cfg = config_from_dict(apply_overrides(ckpt["config"], overrides))
         check_compatible(ckpt, cfg.model.name, cfg.data.num_classes, args.checkpoint)
+        check_data_config(cfg.data)
         cfg.model.pretrained = False  # the checkpoint holds every weight
         model = build_model(cfg.model, cfg.data.num_classes)
-        load_weights(model, ckpt[args.weights], args.weights, args.checkpoint)
+        load_weights(model, checkpoint_weights(ckpt, args.weights, args.checkpoint), args.weights, args.checkpoint)
     except (CheckpointError, ConfigError, FileNotFoundError) as err:
         print(f"semiearth-eval: {err}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    dataset = build_dataset(cfg.data, args.split)
-    metrics = evaluate(model, dataset, cfg.data, cfg.eval, device)
+    try:
+        dataset = build_dataset(cfg.data, args.split)
+        metrics = evaluate(model, dataset, cfg.data, cfg.eval, device)
+    except (DataError, LabelError, FileNotFoundError) as err:
+        print(f"semiearth-eval: data error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.checkpoint} on {cfg.data.name}/{args.split} ({len(dataset)} images, {cfg.eval.mode}):")
     print(format_table({args.split: metrics}, cfg.data.class_names))
     if args.json:

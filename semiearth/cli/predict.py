@@ -18,8 +18,8 @@ Windows are processed in row strips, so memory stays O(window x width), whatever
 
 Checkpoint format: a file written by ``semiearth.train.checkpoint.save_checkpoint`` with
 ``config`` (the resolved config as a dict; the model is rebuilt from ``config.model`` with
-``config.data.num_classes`` outputs) and the weights under ``teacher`` (EMA, used by default),
-``student`` or ``model`` (``--weights`` picks).
+``config.data.num_classes`` outputs) and the weights of the EMA teacher (used by default) and the
+student: ``--weights teacher|student``, the same names as ``semiearth-eval``.
 """
 
 from __future__ import annotations
@@ -35,33 +35,28 @@ import torch.nn.functional as F
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
 from semiearth.data.io import IMAGE_EXTS, DataError, is_geotiff, read_raster, to_rgb_float, write_geotiff, write_rgb_png
 
-WEIGHT_KEYS = ("teacher", "ema", "student", "model", "state_dict")
-
 
 class PredictError(RuntimeError):
     pass
 
 
-def load_model(path: str, weights: str = "auto", device: str = "cpu"):
-    """(model in eval mode, Config) from a SemiEarth checkpoint."""
+def load_model(path: str, weights: str = "teacher", device: str = "cpu"):
+    """(model in eval mode, Config) from a SemiEarth checkpoint; weights: teacher (EMA) or student."""
     from semiearth.config import config_from_dict
     from semiearth.models import build_model
-    from semiearth.train.checkpoint import load_checkpoint
+    from semiearth.train.checkpoint import checkpoint_weights, load_checkpoint
 
     state = load_checkpoint(path)
     if "config" not in state or not isinstance(state["config"], dict):
         raise PredictError(f"checkpoint {path} has no resolved 'config': cannot rebuild its model")
     cfg = config_from_dict(state["config"])
-    keys = WEIGHT_KEYS if weights == "auto" else (weights,)
-    key = next((k for k in keys if isinstance(state.get(k), dict)), None)
-    if key is None:
-        raise PredictError(f"checkpoint {path} has no weights under {list(keys)}; it has {sorted(state)}")
+    weights_dict = checkpoint_weights(state, weights, path)
     cfg.model.pretrained = False  # the checkpoint brings every weight; never download or read backbone files
     model = build_model(cfg.model, cfg.data.num_classes)
     try:
-        model.load_state_dict(state[key])
+        model.load_state_dict(weights_dict)
     except RuntimeError as e:
-        raise PredictError(f"checkpoint {path}: weights '{key}' do not fit model {cfg.model.name}: {e}") from e
+        raise PredictError(f"checkpoint {path}: {weights} weights do not fit model {cfg.model.name}: {e}") from e
     return model.to(device).eval(), cfg
 
 
@@ -123,6 +118,23 @@ def sliding_predict(
     return out[:h, :w]
 
 
+def window_and_stride(window: int, overlap: float, multiple: int = 1) -> tuple[int, int]:
+    """The window rounded down to the model's size multiple, and the stride from that window.
+
+    Errors name the option: a window below 1 px or below the multiple, an overlap outside [0, 0.9]
+    (0.99 at 512 px would mean a stride of 5 px: hours of windows)."""
+    if window < 1:
+        raise PredictError(f"--window must be a positive number of pixels, got {window}")
+    if window < multiple:
+        raise PredictError(
+            f"--window {window} is smaller than this model's input multiple {multiple}: use >= {multiple}"
+        )
+    if not 0 <= overlap <= 0.9:
+        raise PredictError(f"--overlap must be in [0, 0.9], got {overlap}")
+    window -= window % multiple
+    return window, max(1, int(round(window * (1.0 - overlap))))
+
+
 def list_inputs(path: str) -> list[tuple[str, str]]:
     """[(file, relative stem)] for a file or every image under a folder."""
     if os.path.isfile(path):
@@ -155,13 +167,13 @@ def predict_files(
     from tqdm import tqdm
 
     data = cfg.data
-    stride = max(1, int(round(window * (1.0 - overlap))))
+    multiple = int(getattr(model, "size_multiple", 1) or 1)
+    window, stride = window_and_stride(window, overlap, multiple)
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     palette = [tuple(c) for c in (data.palette or default_palette(data.num_classes))]
     mean = torch.tensor(data.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32).view(3, 1, 1)
-    multiple = int(getattr(model, "size_multiple", 1) or 1)
-    if window % multiple:
-        window = max(multiple, (window // multiple) * multiple)
     written = []
     bar = tqdm(total=0, unit="win", desc="predict", disable=not progress, file=sys.stderr)
     for path, stem in inputs:
@@ -203,19 +215,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=float, default=0.25, help="overlap share of neighbouring windows, 0..0.9 (default 0.25)"
     )
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--weights", default="auto", help="teacher (EMA), student or model; auto = teacher if present")
+    p.add_argument(
+        "--weights", default="teacher", choices=["teacher", "student"], help="EMA teacher (default) or student"
+    )
+    p.add_argument("--value-scale", type=float, default=None, help="non-uint8 images: raw value of full brightness "
+                   "(default: data.value_scale of the checkpoint's config)")  # fmt: skip
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
+def check_args(args) -> None:
+    """The options that need no checkpoint, checked before any work (PredictError naming the option)."""
+    if args.window is not None:
+        window_and_stride(args.window, args.overlap)
+    elif not 0 <= args.overlap <= 0.9:
+        raise PredictError(f"--overlap must be in [0, 0.9], got {args.overlap}")
+    if args.batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.value_scale is not None and not args.value_scale > 0:
+        raise PredictError(f"--value-scale must be > 0, got {args.value_scale}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise PredictError(f"--out {args.out} is a file; name a folder (it is created if missing)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0 <= args.overlap < 1:
-        print("semiearth-predict: error: --overlap must be in [0, 1)", file=sys.stderr)
+    try:
+        check_args(args)
+    except PredictError as e:
+        print(f"semiearth-predict: error: {e}", file=sys.stderr)
         return 2
     try:
         model, cfg = load_model(args.checkpoint, args.weights, args.device)
+        if args.value_scale is not None:
+            cfg.data.value_scale = args.value_scale
         inputs = list_inputs(args.input)
         window = args.window or int(getattr(cfg.eval, "window", 0) or cfg.data.crop_size)
         written = predict_files(

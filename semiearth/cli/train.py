@@ -1,11 +1,16 @@
-"""semiearth-train --config configs/X.yaml [--set key=value ...] [--out DIR] [--resume]
+"""semiearth-train --config configs/X.yaml [--set key=value ...] [--out DIR] [--resume | --overwrite]
 
+An output folder that already holds a run is refused unless --resume (continue it from
+OUT/latest.pth) or --overwrite (delete it and start again) is given.
+Ctrl-C or SIGTERM: the run stops after the current step and saves OUT/latest.pth (exit 130 / 143);
+a second Ctrl-C exits at once (the last checkpoint saved stays intact).
 Multi-process: `torchrun --nproc_per_node=N -m semiearth.train --config ...`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -24,33 +29,60 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="override, e.g. train.lr=0.01 (repeatable)",
     )
     p.add_argument("--out", default=None, help="output folder (overrides out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/latest.pth")
+    mode.add_argument("--overwrite", action="store_true", help="delete the run already in OUT and start again")
     return p.parse_args(argv)
+
+
+def _latest_checkpoint(out_dir: str) -> str | None:
+    """OUT/latest.pth, or that of the sub-run (semi/, supervised/) of a compare_baseline run."""
+    for sub in ("semi", "supervised", ""):
+        path = os.path.join(out_dir, sub, "latest.pth")
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from semiearth.config import ConfigError, load_config
+    from semiearth.data.classes import LabelError
+    from semiearth.data.io import DataError
+    from semiearth.data.registry import check_data_config
     from semiearth.train.checkpoint import CheckpointError
 
     try:
         overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
         cfg = load_config(args.config, overrides)
+        check_data_config(cfg.data)
     except (ConfigError, FileNotFoundError) as err:
-        print(f"semiearth-train: config error: {err}", file=sys.stderr)
+        print(f"semiearth-train: config error ({args.config}): {err}", file=sys.stderr)
         return 2
     from semiearth.train import distributed as D
     from semiearth.train import run
+    from semiearth.train.trainer import RunFolderError
 
     try:
-        result = run(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume, overwrite=args.overwrite)
+    except RunFolderError as err:
+        print(f"semiearth-train: {err}", file=sys.stderr)
+        return 2
     except CheckpointError as err:
         print(f"semiearth-train: {err}", file=sys.stderr)
         return 3
+    except (DataError, LabelError, FileNotFoundError) as err:
+        print(f"semiearth-train: data error: {err}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        latest = _latest_checkpoint(cfg.out_dir)
+        saved = f"the last checkpoint saved is {latest} (continue with --resume)" if latest else "nothing was saved yet"
+        print(f"\nsemiearth-train: interrupted (Ctrl-C), exited at once; {saved}", file=sys.stderr)
+        return 128 + int(signal.SIGINT)
     finally:
         D.cleanup()
     if result.get("interrupted"):
-        return 128 + int(signal.SIGTERM)
+        return 128 + int(result.get("signal", signal.SIGTERM))
     return 0
 
 

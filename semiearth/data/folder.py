@@ -139,6 +139,7 @@ class SegmentationDataset(Dataset):
     """
 
     spec: DatasetSpec | None = None
+    OPTIONS: tuple[str, ...] = ("unlabeled_masks",)  # the data.options keys read (checked at start)
 
     def __init__(self, cfg, split: str):
         if split not in SPLIT_NAMES:
@@ -240,6 +241,8 @@ class FolderDataset(SegmentationDataset):
     with ``images/`` and ``masks/`` (or the authors' names) serve every image as ``labeled``/``val``/
     ``test`` and every image as ``unlabeled`` (for quick experiments; real runs use lists).
     """
+
+    OPTIONS = ("unlabeled_masks", "auto_split")
 
     def detect_official(self) -> str | None:
         if not self.options.get("auto_split"):

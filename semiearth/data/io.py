@@ -7,7 +7,8 @@ labels outside the class range (see :func:`semiearth.data.classes.check_train_id
 Images
     :func:`read_image` returns float32 ``[3,H,W]`` in [0,1] and a validity mask ``[H,W]`` (or None
     when every pixel is valid). uint8 data is divided by 255; every other dtype (uint16, int16,
-    float) by ``value_scale`` and clipped to [0,1]. GeoTIFF: ``bands`` picks 1-based bands in RGB
+    float) by ``value_scale`` (config ``data.value_scale``: the raw value of full brightness) and
+    clipped to [0,1]; more than 1% of values above it is an error (the scale does not fit the data). GeoTIFF: ``bands`` picks 1-based bands in RGB
     order (default: bands 1,2,3; a single band is repeated); the raster's nodata value, internal
     mask or alpha band marks invalid pixels, which datasets set to ignore in the mask.
 Masks
@@ -153,8 +154,30 @@ def to_rgb_float(data: np.ndarray, value_scale: float = 255.0, source: str = "<a
         return data.astype(np.float32) / 255.0
     if data.dtype == np.bool_:
         return data.astype(np.float32)
+    check_value_scale(data, value_scale, source)
     out = data.astype(np.float32) / float(value_scale)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+MAX_CLIPPED = 0.01  # share of values above value_scale beyond which the scale is wrong, not the pixels
+
+
+def check_value_scale(data: np.ndarray, value_scale: float, source: str = "<array>") -> None:
+    """Refuse a non-uint8 image [bands,H,W] whose values mostly lie above ``value_scale``.
+
+    A few saturated pixels (clouds in reflectance data) are clipped to 1.0 as intended; more than 1%
+    means the scale does not fit the data (a 16-bit image read with the 8-bit default 255 would be
+    all white), so it is an error that names the fix instead of a silently wrong result."""
+    if value_scale <= 0:
+        raise DataError(f"{source}: data.value_scale must be > 0, got {value_scale}")
+    above = int(np.count_nonzero(data > value_scale))
+    if above > MAX_CLIPPED * data.size:
+        raise DataError(
+            f"{source}: {100 * above / data.size:.0f}% of the values of this {data.dtype} image exceed "
+            f"data.value_scale={value_scale:g} (max {data.max()}) and would all be clipped to 1.0; set data.value_scale "
+            "to the value of full brightness (65535 for 16-bit, 4095 for 12-bit, 10000 for reflectance; "
+            "semiearth-predict --value-scale, semiearth-prepare --value-scale)"
+        )
 
 
 def read_image(

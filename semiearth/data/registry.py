@@ -19,8 +19,9 @@ Contract (shared by every dataset; see docs/data_contract.md):
 from __future__ import annotations
 
 import importlib
+import os
 
-from semiearth.config import DataConfig
+from semiearth.config import ConfigError, DataConfig
 
 SPLITS = ("labeled", "unlabeled", "val", "test")
 
@@ -52,3 +53,29 @@ def build_dataset(cfg: DataConfig, split: str):
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     return dataset_class(cfg.name)(cfg, split)
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """Fail before any work, naming the config key: an unknown dataset, a missing or unset data.root,
+    keys in data.options that the dataset does not read. A dataset class may declare `OPTIONS` (the
+    data.options keys it reads) and `NEEDS_ROOT = False` (it needs no files)."""
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {cfg.name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    cls = dataset_class(cfg.name)
+    allowed = getattr(cls, "OPTIONS", None)
+    unknown = sorted(set(cfg.options) - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise ConfigError(
+            f"unknown key 'data.options.{unknown[0]}' for dataset {cfg.name}; allowed keys in data.options: "
+            f"{', '.join(allowed) or '(none)'}"
+        )
+    if not getattr(cls, "NEEDS_ROOT", True):
+        return
+    prepare = f"semiearth-prepare {cfg.name} --src DOWNLOAD/ --out DIR" if cfg.name != "folder" else "a folder"
+    if not cfg.root:
+        raise ConfigError(f"data.root is not set for dataset {cfg.name}: --set data.root=DIR ({prepare} makes one)")
+    if not os.path.isdir(os.path.expanduser(cfg.root)):
+        raise ConfigError(
+            f"data.root: folder {cfg.root} does not exist; --set data.root=DIR to point at your data "
+            f"({prepare} makes one)"
+        )

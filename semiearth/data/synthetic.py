@@ -159,6 +159,9 @@ def generate_scene(seed: int, size: int = 128) -> tuple[torch.Tensor, torch.Tens
 class SyntheticAerial(torch.utils.data.Dataset):
     """The built-in synthetic dataset (see module docstring); needs no files."""
 
+    OPTIONS = tuple(DEFAULTS)
+    NEEDS_ROOT = False
+
     def __init__(self, cfg: DataConfig, split: str):
         unknown = set(cfg.options) - set(DEFAULTS)
         if unknown:

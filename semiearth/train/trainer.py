@@ -15,6 +15,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from semiearth.train.checkpoint import (
     check_compatible,
     load_checkpoint,
     load_weights,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -47,6 +49,70 @@ from semiearth.train.purify_hook import build_purifier, pseudo_labels
 from semiearth.train.sampler import StreamBatchSampler
 
 REDUCED = ("loss", "loss_x", "loss_u", "mask_ratio", "relabelled", "confirmed")  # averaged over ranks
+RUN_FILES = ("latest.pth", "best.pth", "results.json", "metrics.jsonl", "comparison.txt")  # a run lives here
+RUN_ARTEFACTS = (*RUN_FILES, "results.txt", "purify.jsonl", "config.yaml", "tb", "panels", "supervised", "semi")
+
+
+class RunFolderError(RuntimeError):
+    """The output folder already holds a run and neither --resume nor --overwrite was given."""
+
+
+# ----------------------------------------------------------------------------- run folders
+def existing_run(out_dir: str) -> str | None:
+    """The first file showing that `out_dir` (or its supervised/ or semi/ sub-run) holds a run, or None."""
+    for sub in ("", "supervised", "semi"):
+        for name in RUN_FILES:
+            path = os.path.join(out_dir, sub, name)
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def prepare_run_folder(out_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder that holds a run unless resuming or overwriting; with overwrite,
+    delete that run's artefacts (only them: other files in the folder stay)."""
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other: give one")
+    found = existing_run(out_dir)
+    if found is None or resume:
+        return
+    if not overwrite:
+        raise RunFolderError(
+            f"{out_dir} already holds a run ({found}); continue it with --resume, replace it with --overwrite, "
+            "or choose another --out"
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name in RUN_ARTEFACTS:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+    print(f"[semiearth] --overwrite: removed the previous run in {out_dir}", file=sys.stderr)
+
+
+class StopRequest:
+    """Signal handler of the training loop. SIGTERM or a first Ctrl-C asks the loop to stop at the end
+    of the current step (it then saves latest.pth); a Ctrl-C while a stop is pending exits at once
+    (KeyboardInterrupt: the last checkpoint saved stays intact, saves being atomic)."""
+
+    def __init__(self, state: TrainState):
+        self.state = state
+
+    def __call__(self, num, frame) -> None:
+        if num == signal.SIGINT and self.state.stop_signal:
+            raise KeyboardInterrupt
+        if not self.state.stop_signal:
+            self.state.stop_signal = num
+            if num == signal.SIGINT and self.state.rank == 0:
+                print("\n[semiearth] Ctrl-C: stopping after this step and saving; Ctrl-C again to exit at once",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops the loop cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -255,6 +321,7 @@ def make_loader(dataset, cfg: Config, labelled: bool, batch_size: int, s: TrainS
         num_workers=cfg.train.num_workers,
         pin_memory=s.device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_ignore_sigint if cfg.train.num_workers else None,
     )
 
 
@@ -298,6 +365,8 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
     main = rank == 0
     if main:
         os.makedirs(out_dir, exist_ok=True)
+        for path in remove_stale_temporaries(out_dir):
+            print(f"[semiearth] removed {path}, left by an interrupted save", file=sys.stderr)
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
     s = build_state(cfg, out_dir, rank, world, device)
     latest = os.path.join(out_dir, "latest.pth")
@@ -322,10 +391,7 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
     )
 
     logger = RunLogger(out_dir, cfg.train.iters, s.iteration, enabled=main, desc="semi" if semi else "supervised")
-    previous = {
-        sig: signal.signal(sig, lambda num, frame: setattr(s, "stop_signal", num))
-        for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous = {sig: signal.signal(sig, StopRequest(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
     timer, stats, window = StageTimer(device), defaultdict(list), 0
     last_panel = s.iteration
     images_per_iter = (cfg.train.batch_size + cfg.train.unlabeled_batch_size) * world
@@ -369,7 +435,8 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 if main:
                     msg = f"[semiearth] stopped by signal at iteration {s.iteration}; saved {latest}; continue with --resume"
                     print("\n" + msg, file=sys.stderr, flush=True)
-                return {"interrupted": True, "iteration": s.iteration, "paths": {"latest": latest}}
+                num = s.stop_signal or signal.SIGTERM  # a rank stopped by another rank's signal
+                return {"interrupted": True, "signal": int(num), "iteration": s.iteration, "paths": {"latest": latest}}
             t_data = time.perf_counter()
     finally:
         for sig, handler in previous.items():
@@ -469,10 +536,15 @@ def _optional_split(cfg: Config, split: str):
 
 
 # ----------------------------------------------------------------------------- baseline comparison
-def run(cfg: Config, resume: bool = False) -> dict:
-    """Train cfg; with compare_baseline, first a supervised-only baseline, then print both."""
+def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train cfg and print its final metrics; with compare_baseline, first a supervised-only baseline,
+    then print both. A folder that already holds a run needs resume or overwrite (RunFolderError)."""
+    prepare_run_folder(cfg.out_dir, resume, overwrite)
     if not cfg.compare_baseline:
-        return train(cfg, resume)
+        result = train(cfg, resume)
+        if D.is_main() and not result.get("interrupted"):
+            print_comparison(cfg, {_run_name(cfg): result}, "results.txt")
+        return result
     root = cfg.out_dir
     sup = copy.deepcopy(cfg)
     sup.compare_baseline = False
@@ -503,7 +575,12 @@ def _method_name(cfg: Config) -> str:
     return "VLM-PP" if cfg.purify.method != "none" else "FixMatch"
 
 
-def print_comparison(cfg: Config, results: dict) -> None:
+def _run_name(cfg: Config) -> str:
+    return f"semi+{_method_name(cfg)}" if cfg.train.unlabeled_batch_size > 0 else "supervised"
+
+
+def print_comparison(cfg: Config, results: dict, table_name: str = "comparison.txt") -> None:
+    """Print the metrics table of one or more finished runs and where their outputs are; save the table."""
     split = "test" if all("test" in r for r in results.values()) else "val"
     table = format_table({name: r[split] for name, r in results.items()}, cfg.data.class_names)
     print(f"\n[semiearth] {split} split ({cfg.data.name}), IoU per class and means in %:\n{table}\n")
@@ -513,6 +590,6 @@ def print_comparison(cfg: Config, results: dict) -> None:
         print(f"[semiearth] {name}{secs}: checkpoint {p['best']}, logs {p['metrics']} (TensorBoard {p['tensorboard']})")
         if os.path.isdir(p["panels"]):
             print(f"[semiearth] {name}: purification records {p['purify']}, panels {p['panels']}")
-    with open(os.path.join(cfg.out_dir, "comparison.txt"), "w") as f:
+    with open(os.path.join(cfg.out_dir, table_name), "w") as f:
         f.write(table + "\n")
-    print(f"[semiearth] this table: {os.path.join(cfg.out_dir, 'comparison.txt')}")
+    print(f"[semiearth] this table: {os.path.join(cfg.out_dir, table_name)}")

@@ -98,9 +98,9 @@ class TrainConfig:
 
 @dataclass
 class PurifyConfig:
-    """VLM-PP hook. method none disables it; prototype/openclip/oracle pick the classifier."""
+    """VLM-PP hook. method none disables it; prototype/openclip/vlm/oracle pick the classifier."""
 
-    method: Literal["none", "prototype", "openclip", "oracle"] = "prototype"
+    method: Literal["none", "prototype", "openclip", "vlm", "oracle"] = "prototype"
     every: int = 1  # purify every k iterations
     low_thresh: float = 0.7
     cell: int = 32

@@ -7,6 +7,7 @@ out.label, out.conf, out.records, out.timings
 
 from semiearth.purify.classifiers import (
     DATASET_CLASSES,
+    HFVLMClassifier,
     OpenClipClassifier,
     OracleClassifier,
     PrototypeClassifier,
@@ -19,6 +20,7 @@ from semiearth.purify.render import read_records, render, write_records
 
 __all__ = [
     "DATASET_CLASSES",
+    "HFVLMClassifier",
     "NoisyTeacher",
     "OpenClipClassifier",
     "OracleClassifier",

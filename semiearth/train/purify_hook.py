@@ -27,6 +27,13 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         )
     elif cfg.method == "openclip":
         classifier = vp.OpenClipClassifier(class_names=data_cfg.class_names, **cfg.classifier_options)
+    elif cfg.method == "vlm":
+        options = {"device": device, **cfg.classifier_options}
+        classifier = vp.HFVLMClassifier(class_names=data_cfg.class_names, **options)
+        log(
+            f"[semiearth] VLM classifier {classifier.model_name} loaded in {time.perf_counter() - t0:.1f}s "
+            f"({len(classifier.answers)} answer phrasings, view {classifier.view})"
+        )
     else:
         raise ValueError(f"purify.method: unknown method {cfg.method!r}")
     purifier = vp.VLMPurifier(
@@ -43,6 +50,7 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         image_mean=tuple(data_cfg.mean),
         image_std=tuple(data_cfg.std),
         backend=cfg.backend,
+        mask_crops=getattr(classifier, "mask_crops", True),
     )
     if cfg.method == "prototype":
         n = len(labelled_dataset) if not cfg.fit_images else min(cfg.fit_images, len(labelled_dataset))

@@ -2,6 +2,7 @@
 
 from semiearth.purify.classifiers._base import UniformClassifier, check_probabilities
 from semiearth.purify.classifiers.classes import DATASET_CLASSES, SYNONYMS, TEMPLATES, prompts_for
+from semiearth.purify.classifiers.hf_vlm import HFVLMClassifier
 from semiearth.purify.classifiers.openclip import OpenClipClassifier, model_for_checkpoint
 from semiearth.purify.classifiers.oracle import OracleClassifier
 from semiearth.purify.classifiers.prototype import PrototypeClassifier, crop_scale_shift
@@ -10,6 +11,7 @@ __all__ = [
     "DATASET_CLASSES",
     "SYNONYMS",
     "TEMPLATES",
+    "HFVLMClassifier",
     "OpenClipClassifier",
     "OracleClassifier",
     "PrototypeClassifier",

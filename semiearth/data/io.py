@@ -218,6 +218,35 @@ def read_label(path: str) -> np.ndarray:
     return arr
 
 
+def read_label_palette(path: str) -> np.ndarray | None:
+    """The colour table [256,3] uint8 of a palette (P mode) PNG label, else None."""
+    if is_geotiff(path):
+        return None
+    with Image.open(path) as im:
+        if im.mode != "P":
+            return None
+        table = np.zeros((256, 3), dtype=np.uint8)
+        colours = np.asarray(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)[:256]
+        table[: len(colours)] = colours
+        return table
+
+
+_ONE_BAND_MODES = ("L", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def image_bands(path: str) -> int | None:
+    """Number of bands `read_raster(path)` gives (alpha dropped), from the header only; None if the
+    file cannot be opened (reading it reports why)."""
+    try:
+        if is_geotiff(path):
+            with open_geotiff(path) as src:
+                return int(src.count)
+        with Image.open(path) as im:
+            return 1 if im.mode in _ONE_BAND_MODES else 3
+    except Exception:  # noqa: BLE001 - unreadable files get their own error when read
+        return None
+
+
 def check_same_size(image_hw: tuple[int, int], mask_hw: tuple[int, int], image_path: str, mask_path: str) -> None:
     if tuple(image_hw) != tuple(mask_hw):
         raise DataError(

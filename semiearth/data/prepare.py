@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -49,9 +50,11 @@ from semiearth.data.folder import PREPARED_META
 from semiearth.data.io import (
     DataError,
     Scene,
+    image_bands,
     is_geotiff,
     list_images,
     read_label,
+    read_label_palette,
     read_raster,
     to_rgb_float,
     write_geotiff,
@@ -170,15 +173,60 @@ def find_scenes(dataset: str, src: str, **kw) -> list[Scene]:
     return scenes
 
 
-def convert_label(scene: Scene, on_unknown: str) -> tuple[np.ndarray, dict]:
+def check_same_bands(scenes: list[Scene]) -> None:
+    """All scene images must give the same number of bands (read from headers, before any work):
+    a grayscale scene among RGB ones would make tiles of another kind without a word."""
+    bands = {s.image: image_bands(s.image) for s in scenes}
+    counts = Counter(b for b in bands.values() if b is not None)
+    if len(counts) <= 1:
+        return
+    usual = counts.most_common(1)[0][0]
+    odd = sorted(p for p, b in bands.items() if b is not None and b != usual)
+    raise DataError(
+        f"{len(odd)} of {len(scenes)} scene image(s) have another number of bands than the other scenes' {usual}, "
+        f"e.g. {odd[0]} ({bands[odd[0]]} band(s)): convert them (e.g. grayscale to RGB) or leave them out"
+    )
+
+
+def convert_label(scene: Scene, on_unknown: str, palette=None, dataset: str = "") -> tuple[np.ndarray, dict]:
+    """Raw label of `scene` -> (train ids [H,W] uint8, unknown values/colours with pixel counts).
+
+    `palette` (train id -> RGB of the dataset) lets a palette PNG given as an index label be checked:
+    its colours must be the dataset's (or gray), so another dataset's colour labels saved as palette
+    PNGs are not read as indices."""
     raw = read_label(scene.label)
+    colours = read_label_palette(scene.label) if raw.ndim == 2 else None
     if scene.label_kind == "colour":
+        if raw.ndim == 2 and colours is not None:  # a colour label stored as a palette PNG
+            raw = colours[raw]
         if raw.ndim == 2:
             raise LabelError(f"{scene.label}: expected a colour (RGB) label, got a single-channel image")
         return convert_colour_mask(raw, scene.encoding, scene.label, on_unknown="ignore")
     if raw.ndim == 3:
         raise LabelError(f"{scene.label}: expected an index label, got {raw.shape[2]} channels (a colour label?)")
+    if colours is not None and palette is not None:
+        check_label_colours(scene, raw, colours, palette, dataset)
     return convert_index_mask(raw, scene.encoding, scene.label, on_unknown="ignore")
+
+
+def check_label_colours(scene: Scene, raw: np.ndarray, colours: np.ndarray, palette, dataset: str) -> None:
+    """LabelError with pixel counts if the palette colours of `raw`'s values are neither gray (plain
+    indices) nor the dataset's colour of the class each value maps to."""
+    values, counts = np.unique(raw, return_counts=True)
+    wrong: dict[tuple, int] = {}
+    for v, n in zip(values.tolist(), counts.tolist(), strict=True):
+        rgb = tuple(int(c) for c in colours[v])
+        tid = scene.encoding.get(v)
+        own = tid is not None and tid < len(palette) and tuple(palette[tid]) == rgb
+        if not (own or rgb[0] == rgb[1] == rgb[2]):
+            wrong[rgb] = wrong.get(rgb, 0) + n
+    if not wrong:
+        return
+    text = ", ".join(f"RGB{c}: {n} px" for c, n in sorted(wrong.items(), key=lambda x: -x[1]))
+    others = [s.name for s in SPECS.values() if s.colour_encoding and set(wrong) <= set(s.colour_encoding)]
+    hint = f"these are the label colours of {'/'.join(others)}: semiearth-prepare {others[0]}" if others else (
+        f"if it holds {dataset} index values, save it as a grayscale PNG")  # fmt: skip
+    raise LabelError(f"{scene.label}: a palette label whose colours are not {dataset}'s ({text}); {hint}")
 
 
 # ----------------------------------------------------------------------------------------- assign
@@ -288,9 +336,14 @@ def prepare(
     log=print,
 ) -> dict:
     """Prepare ``dataset`` from ``src`` into ``out``; returns the summary dict (also written)."""
-    stride = stride or tile
+    stride = tile if stride is None else stride
     if tile < 1 or stride < 1:
-        raise ValueError("--tile and --stride must be >= 1")
+        raise ValueError(f"--tile and --stride must be >= 1, got {tile} and {stride}")
+    for name, frac in (("--val-frac", val_frac), ("--test-frac", test_frac)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} must be a share in [0, 1), got {frac}")
+    if val_frac + test_frac >= 1:
+        raise ValueError(f"--val-frac + --test-frac must be < 1 (some scenes must train), got {val_frac + test_frac:g}")
     if on_unknown not in ("error", "ignore"):
         raise ValueError("on_unknown must be 'error' or 'ignore'")
     tags = []
@@ -312,6 +365,7 @@ def prepare(
     scenes = find_scenes(
         dataset, src, label_variant=label_variant, image_variant=image_variant, num_classes=num_classes
     )
+    check_same_bands(scenes)
     final_out = out
     if os.path.exists(out) and os.listdir(out):
         if not overwrite:
@@ -367,7 +421,7 @@ def _prepare_into(
         h, w = raster.shape
         mask = None
         if scene.label is not None:
-            mask, unknown = convert_label(scene, on_unknown)
+            mask, unknown = convert_label(scene, on_unknown, palette if dataset != "folder" else None, dataset)
             if mask.shape != (h, w):
                 raise DataError(
                     f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"

@@ -111,7 +111,8 @@ def corpus() -> str:
     from semiearth.purify.classifiers.hf_vlm import HINTS, PROMPT
 
     names = sorted({n for v in DATASET_CLASSES.values() for n in v} | set(SYNONYMS))
-    words = names + [w for v in SYNONYMS.values() for w in v] + ["You are a helpful assistant."]
+    words = names + [w for v in SYNONYMS.values() for w in v]
+    words += [w[:1].upper() + w[1:] for w in words] + ["You are a helpful assistant."]
     return " ".join([PROMPT.format(classes=", ".join(names), hint=" ".join(HINTS.values())), *words])
 
 
@@ -196,7 +197,7 @@ def time_vlm_call(
     regions: int = 64,
     image_size: int = 518,
     input_size: int = 224,
-    batch_size: int = 16,
+    batch_size: int = 64,
     view: str = "masked",
     repeats: int = 5,
 ) -> dict:
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
     parser.add_argument("--regions", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=518)
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=16, help="crops per VLM forward")
+    parser.add_argument("--batch-size", type=int, default=64, help="crops per VLM forward")
     parser.add_argument("--view", default="masked", choices=["masked", "box"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the row to this JSON file")

@@ -4,7 +4,8 @@ The VLM is asked one question per crop and never writes text: q is read off the 
 class name as the answer.
 
     prefix  = chat template(user: [crop image, PROMPT with the class list]) + the assistant turn's start
-    answer  = a phrasing of a class (its name or a synonym from classes.py) + the turn's end token
+    answer  = a phrasing of a class (its name or a synonym from classes.py, lower case and with a
+              capital first letter) + the turn's end token
     log P(answer) = sum of the answer's token log-probabilities (no length normalisation: with the
                     end token included this is the probability of the whole answer string)
     score_c = log sum_{a in phrasings(c)} P(a)   (probability that the answer is any phrasing of c;
@@ -128,13 +129,16 @@ def load_vlm(model: str, device="cpu", dtype=None, load_in_4bit: bool = False, c
     return net.eval(), processor
 
 
-def class_phrasings(class_names: Sequence[str], synonyms: dict | None = None) -> list[list[str]]:
-    """Per class, its answer phrasings: the name (underscores as spaces) first, then its synonyms."""
+def class_phrasings(class_names: Sequence[str], synonyms: dict | None = None, capitalize: bool = True):
+    """Per class, its answer phrasings: the name (underscores as spaces) first, then its synonyms,
+    each also with a capital first letter when `capitalize` (chat models often answer "Building")."""
     table = SYNONYMS if synonyms is None else synonyms
     out = []
     for name in class_names:
         shown = name.replace("_", " ")
         words = [shown] + list(table.get(shown, table.get(name, [])))
+        if capitalize:
+            words = [v for w in words for v in (w, w[:1].upper() + w[1:])]
         out.append(list(dict.fromkeys(words)))
     return out
 
@@ -170,6 +174,7 @@ class HFVLMClassifier:
         class_names: str | Sequence[str] = "potsdam",
         processor=None,
         synonyms: dict | None = None,
+        capitalize: bool = True,
         prompt: str = PROMPT,
         view: str = "masked",
         input_size: int = 224,
@@ -197,7 +202,7 @@ class HFVLMClassifier:
             self.model_name = str(model)
         self.class_names = resolve_class_names(class_names)
         self.num_classes = len(self.class_names)
-        self.phrasings = class_phrasings(self.class_names, synonyms)
+        self.phrasings = class_phrasings(self.class_names, synonyms, capitalize)
         self.view, self.mask_crops = view, view == "masked"
         self.input_size, self.batch_size = int(input_size), int(batch_size)
         self.temperature, self.max_regions, self.autocast = float(temperature), max_regions, autocast
@@ -311,7 +316,8 @@ class HFVLMClassifier:
 
     def _batch_logprobs(self, pixels: torch.Tensor) -> torch.Tensor:
         b, a = pixels.shape[0], len(self.answers)
-        inputs = self.processor(text=[self.prefix] * b, images=list(pixels), return_tensors="pt", do_rescale=False)
+        images = list(pixels.to(self.device))  # the torchvision image processor works on the model's device
+        inputs = self.processor(text=[self.prefix] * b, images=images, return_tensors="pt", do_rescale=False)
         inputs = inputs.to(self.device)
         if not bool(inputs["attention_mask"].bool().all()):
             raise RuntimeError(f"{NAME}: the prompts of equal crops tokenised to different lengths")
@@ -323,7 +329,8 @@ class HFVLMClassifier:
         logp = first.logits[:, -1].float().log_softmax(-1)[:, tokens[:, 0]]  # [B,A]
         if tokens.shape[1] == 1:
             return logp.cpu()
-        cache = getattr(first, "cache", None) or first.past_key_values
+        cache = getattr(first, "cache", None)  # transformers 5; 4.x calls it past_key_values
+        cache = first.past_key_values if cache is None else cache
         cache.batch_repeat_interleave(a)
         prefix_len = inputs["input_ids"].shape[1]
         steps = tokens.shape[1] - 1

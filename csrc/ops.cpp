@@ -5,7 +5,7 @@
 TORCH_LIBRARY(semiearth, m) {
   m.def(
       "purify_stats(Tensor logits, float low_thresh, int radius, int cell, Tensor? ignore) -> "
-      "(Tensor conf, Tensor label, Tensor flags, Tensor hist, Tensor mass, Tensor nboundary)");
+      "(Tensor conf, Tensor label, Tensor flags, Tensor hist, Tensor mass, Tensor nboundary, Tensor nonfinite)");
   m.def(
       "crop_batch(Tensor images, Tensor regions, int size, Tensor? labels, Tensor scale, "
       "Tensor shift, bool mask, float fill) -> Tensor");

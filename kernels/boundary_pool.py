@@ -11,11 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .confidence import TileConfig
-
-LOW_BIT: tl.constexpr = 1
-BOUNDARY_BIT: tl.constexpr = 2
-IGNORED_BIT: tl.constexpr = 4
+from ._common import BOUNDARY_BIT, IGNORED_BIT, LOW_BIT, Launch, TileConfig, cell_tile
 
 
 @triton.jit
@@ -41,16 +37,9 @@ def _boundary_pool_kernel(
     pid_y = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
 
-    p = tl.arange(0, ROWS * BLOCK_W)
-    rr = p // BLOCK_W
-    cc = p % BLOCK_W
-    span = cells_per_prog * cell
-    x = pid_x * span + cc
-    col_ok = (cc < span) & (x < W)
-    lc = cc // cell
-    cx0 = pid_x * cells_per_prog
+    rr, x, col_ok, lc, cx0 = cell_tile(pid_x, cell, cells_per_prog, W, ROWS, BLOCK_W)
     j = tl.arange(0, NC)
-    base = b * H.to(tl.int64) * W
+    base = b * H * W  # int64, as b is
 
     for cr in range(0, cell_rows_per_prog):
         cy = pid_y * cell_rows_per_prog + cr
@@ -85,12 +74,19 @@ def _boundary_pool_kernel(
 
 
 def boundary_pool(label, ignore_u8, flags, radius: int, cell: int, cfg: TileConfig) -> torch.Tensor:
-    """Run kernel 2: add BOUNDARY to `flags` in place and return nboundary [B,Hc,Wc] int32."""
+    """Kernel 2: add BOUNDARY to `flags` in place and return nboundary [B,Hc,Wc] int32."""
+    nbnd, launch = plan_boundary_pool(label, ignore_u8, flags, radius, cell, cfg)
+    launch()
+    return nbnd
+
+
+def plan_boundary_pool(label, ignore_u8, flags, radius: int, cell: int, cfg: TileConfig):
+    """nboundary (allocated, not yet written) and the Launch of kernel 2."""
     b, h, w = label.shape
     hc, wc = -(-h // cell), -(-w // cell)
     nbnd = torch.empty((b, hc, wc), dtype=torch.int32, device=label.device)
     grid = (triton.cdiv(wc, cfg.cells_per_prog), triton.cdiv(hc, cfg.cell_rows_per_prog), b)
-    _boundary_pool_kernel[grid](
+    args = (
         label,
         ignore_u8 if ignore_u8 is not None else flags,
         flags,
@@ -100,13 +96,11 @@ def boundary_pool(label, ignore_u8, flags, radius: int, cell: int, cfg: TileConf
         hc,
         wc,
         cell,
-        radius,
+        int(radius),
         cfg.cells_per_prog,
         cfg.cell_rows_per_prog,
-        HAS_IGNORE=ignore_u8 is not None,
-        ROWS=cfg.ROWS,
-        BLOCK_W=cfg.BLOCK_W,
-        NC=cfg.NC,
-        num_warps=cfg.num_warps,
     )
-    return nbnd
+    meta = dict(
+        HAS_IGNORE=ignore_u8 is not None, ROWS=cfg.ROWS, BLOCK_W=cfg.BLOCK_W, NC=cfg.NC, num_warps=cfg.num_warps
+    )
+    return nbnd, Launch(_boundary_pool_kernel, grid, args, meta)

@@ -6,36 +6,15 @@ no atomics, deterministic results. Inside a cell row the program walks down in t
 [ROWS, BLOCK_W] pixels (BLOCK_W contiguous along W: coalesced loads), and over the classes in
 chunks of BLOCK_C with an online softmax, so any C works with one read of the logits.
 
-Also home of the pieces that purify_apply shares (`_chunk_softmax_update`, `tile_config`): the
-bayes rule must compute its confidence with the same arithmetic so that zero weights reproduce
-purify_stats' confidence bit for bit.
+purify_apply's bayes rule computes its confidence with the same `chunk_softmax_update` on the same
+tiles (_common.py).
 """
-
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-LOW_BIT: tl.constexpr = 1
-IGNORED_BIT: tl.constexpr = 4
-
-
-@triton.jit
-def _chunk_softmax_update(z, cs, cmask, m, s, lab):
-    """Fold one class chunk into the running (max, sum of exp, argmax) of each pixel.
-
-    z: [BLOCK_C, BLOCK_P] float32 logits of classes `cs` ([BLOCK_C] int32), -inf where ~cmask.
-    m, s: [BLOCK_P] float32 running max and sum(exp(z - m)); lab: [BLOCK_P] int32 running argmax.
-    Ties go to the lowest class: inside a chunk by the min index, across chunks by a strict `>`.
-    """
-    cm = tl.max(z, axis=0)
-    big = tl.full(z.shape, 2147483647, tl.int32)
-    cl = tl.min(tl.where((z == cm[None, :]) & cmask[:, None], cs[:, None] + tl.zeros_like(big), big), axis=0)
-    lab = tl.where(cm > m, cl, lab)
-    m_new = tl.maximum(m, cm)
-    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[None, :]), axis=0)
-    return m_new, s, lab
+from ._common import IGNORED_BIT, LOW_BIT, Launch, TileConfig, cell_tile, chunk_softmax_update
 
 
 @triton.jit
@@ -71,21 +50,12 @@ def _confidence_pool_kernel(
     pid_y = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
 
-    p = tl.arange(0, ROWS * BLOCK_W)
-    rr = p // BLOCK_W
-    cc = p % BLOCK_W
-    span = cells_per_prog * cell
-    x0 = pid_x * span
-    x = x0 + cc
-    col_ok = (cc < span) & (x < W)
-    lc = cc // cell  # local cell column of each slot
-    cx0 = pid_x * cells_per_prog
+    rr, x, col_ok, lc, cx0 = cell_tile(pid_x, cell, cells_per_prog, W, ROWS, BLOCK_W)
     j = tl.arange(0, NC)
     cbin = tl.arange(0, NC * CP)
     cofs = tl.arange(0, BLOCK_C)
-    hw = H.to(tl.int64) * W
     lbase = logits_ptr + b * s_b
-    obase = b * hw
+    obase = b * H * W  # int64, as b is
 
     for cr in range(0, cell_rows_per_prog):
         cy = pid_y * cell_rows_per_prog + cr
@@ -112,7 +82,7 @@ def _confidence_pool_kernel(
                 nonfinite = ((z != z) | (z == float("inf")) | (z == float("-inf"))) & cmask[:, None]
                 bad = tl.maximum(bad, tl.max(nonfinite.to(tl.int32), axis=0))
                 z = tl.where(cmask[:, None], z, float("-inf"))
-                m, s, lab = _chunk_softmax_update(z, cs, cmask, m, s, lab)
+                m, s, lab = chunk_softmax_update(z, cs, cmask, m, s, lab)
             conf = 1.0 / s
             low = conf < low_thresh
             conf = tl.where(bad > 0, float("nan"), conf)
@@ -127,7 +97,8 @@ def _confidence_pool_kernel(
             tl.store(flags_ptr + out, flags.to(tl.uint8), mask=pmask)
             cand = low & (~ign) & pmask
             mass_acc += tl.where(cand, 1.0 - conf, 0.0)
-            hist_acc += tl.histogram(lc * CP + lab, NC * CP, mask=cand)
+            # Slots outside the program's cells have lc >= NC: keep every bin index in range.
+            hist_acc += tl.histogram(tl.where(cand, lc * CP + lab, 0), NC * CP, mask=cand)
         # Finish the cells of this cell row: [NC] masses, [NC * CP] histogram bins.
         cell_ok = (j < cells_per_prog) & (cx0 + j < Wc) & (cy < Hc)
         mass = tl.sum(tl.where(lc[None, :] == j[:, None], mass_acc[None, :], 0.0), axis=1)
@@ -139,43 +110,15 @@ def _confidence_pool_kernel(
         tl.store(hist_ptr + (crow + bj) * C + bc, hist_acc, mask=bin_ok)
 
 
-class TileConfig(NamedTuple):
-    """Block sizes shared by the purify kernels (see `tile_config`)."""
-
-    BLOCK_C: int
-    ROWS: int
-    BLOCK_W: int
-    NC: int
-    cells_per_prog: int
-    cell_rows_per_prog: int
-    num_warps: int
-
-
-def tile_config(c: int, h: int, w: int, cell: int, gpu: bool) -> TileConfig:
-    """Block sizes for logits [*,C,H,W] pooled in `cell` x `cell` cells.
-
-    BLOCK_W covers at least one cell (or the whole width when cell > W) so that programs own
-    whole cells. On a GPU a tile holds ~1024 pixels x <= 16 classes (4-8 warps, many programs in
-    flight); under the interpreter (CPU tensors) tiles and programs are as big as possible,
-    because each program instance costs ~20 ms there. `gpu` picks the first (tests use it on
-    the CPU too, to cover the small-block paths).
-    """
-    npow2 = triton.next_power_of_2
-    min_w = npow2(min(cell, w))
-    target_w = 32 if gpu else 256
-    block_w = max(min_w, min(target_w, npow2(w)))
-    cells_per_prog = max(1, block_w // cell) if cell < w else 1
-    target_px = 1024 if gpu else 16384
-    rows = max(1, min(target_px // block_w, npow2(min(cell, h))))
-    block_c = min(npow2(c), 16 if gpu else 64)
-    hc = -(-h // cell)
-    cell_rows_per_prog = 1 if gpu else max(1, min(hc, (16 * rows) // min(cell, h)))
-    num_warps = 4 if rows * block_w * block_c <= 8192 else 8
-    return TileConfig(block_c, rows, block_w, npow2(cells_per_prog), cells_per_prog, cell_rows_per_prog, num_warps)
-
-
 def confidence_pool(logits, ignore_u8, low_thresh: float, cell: int, cfg: TileConfig):
-    """Run kernel 1: (conf, label, flags without BOUNDARY, hist, mass) for logits [B,C,H,W]."""
+    """Kernel 1: (conf, label, flags without BOUNDARY, hist, mass) for logits [B,C,H,W]."""
+    outputs, launch = plan_confidence_pool(logits, ignore_u8, low_thresh, cell, cfg)
+    launch()
+    return outputs
+
+
+def plan_confidence_pool(logits, ignore_u8, low_thresh: float, cell: int, cfg: TileConfig):
+    """The outputs (allocated, not yet written) and the Launch of kernel 1."""
     b, c, h, w = logits.shape
     hc, wc = -(-h // cell), -(-w // cell)
     dev = logits.device
@@ -185,7 +128,7 @@ def confidence_pool(logits, ignore_u8, low_thresh: float, cell: int, cfg: TileCo
     hist = torch.empty((b, hc, wc, c), dtype=torch.int32, device=dev)
     mass = torch.empty((b, hc, wc), dtype=torch.float32, device=dev)
     grid = (triton.cdiv(wc, cfg.cells_per_prog), triton.cdiv(hc, cfg.cell_rows_per_prog), b)
-    _confidence_pool_kernel[grid](
+    args = (
         logits,
         ignore_u8 if ignore_u8 is not None else flags,
         conf,
@@ -201,8 +144,10 @@ def confidence_pool(logits, ignore_u8, low_thresh: float, cell: int, cfg: TileCo
         cell,
         cfg.cells_per_prog,
         cfg.cell_rows_per_prog,
-        low_thresh,
+        float(low_thresh),
         *logits.stride(),
+    )
+    meta = dict(
         HAS_IGNORE=ignore_u8 is not None,
         BLOCK_C=cfg.BLOCK_C,
         ROWS=cfg.ROWS,
@@ -211,4 +156,4 @@ def confidence_pool(logits, ignore_u8, low_thresh: float, cell: int, cfg: TileCo
         CP=triton.next_power_of_2(c),
         num_warps=cfg.num_warps,
     )
-    return conf, label, flags, hist, mass
+    return (conf, label, flags, hist, mass), Launch(_confidence_pool_kernel, grid, args, meta)

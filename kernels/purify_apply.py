@@ -5,12 +5,10 @@ purify_stats, looks up the region of each candidate in seg_table, and only for h
 the logits (masked loads: no DRAM traffic for the others) and the region's weights.
 
 - rule 0 (bayes): z_c = x_c + weights[r, c]; label = argmax z (lowest on ties), conf = max softmax z,
-  computed with `_chunk_softmax_update` on the same [BLOCK_C, ROWS * BLOCK_W] tiles (same
-  `tile_config`) as purify_stats' kernel, so zero weights give back its confidence bit for bit.
-  The weights are gathered from a [C,N] (transposed) table: that load then has no contiguity along
-  the class axis, so on a GPU it should not pull the logits tile into another register layout
-  (which would change the order of the per-pixel sum). Bit identity is tested under the
-  interpreter; on a GPU it has not been measured yet.
+  computed with `chunk_softmax_update` on the same [BLOCK_C, ROWS * BLOCK_W] tiles (same
+  `tile_config`) as purify_stats' kernel. Regions whose weights are all zero (a uniform q) never
+  reach the kernel: semiearth.ops.purify_apply drops them from seg_table, so their pixels keep
+  purify_stats' label and confidence bit for bit on every device.
 - rule 1 (paper): k = argmax weights[r]; label = k, conf = a * c + (1 - a) * weights[r, k] with
   a = clamp(c / tau, 0, 1).
 """
@@ -19,10 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .confidence import _chunk_softmax_update, tile_config
-
-LOW_BIT: tl.constexpr = 1
-IGNORED_BIT: tl.constexpr = 4
+from ._common import IGNORED_BIT, LOW_BIT, Launch, chunk_argmax, chunk_softmax_update, tile_config
 
 
 @triton.jit
@@ -60,12 +55,13 @@ def _purify_apply_kernel(
     y = pid_y * ROWS + p // BLOCK_W
     x = pid_x * BLOCK_W + p % BLOCK_W
     pmask = (y < H) & (x < W)
-    out = b * H.to(tl.int64) * W + y.to(tl.int64) * W + x
+    out = b * H * W + y.to(tl.int64) * W + x  # int64, as b is
 
     lab0 = tl.load(label_ptr + out, mask=pmask, other=0)
     conf0 = tl.load(conf_ptr + out, mask=pmask, other=0.0)
     flags = tl.load(flags_ptr + out, mask=pmask, other=0).to(tl.int32)
-    cand = pmask & ((flags & (LOW_BIT | IGNORED_BIT)) == LOW_BIT)
+    # Labels are validated by the caller; the range test keeps a direct call memory-safe.
+    cand = pmask & ((flags & (LOW_BIT | IGNORED_BIT)) == LOW_BIT) & (lab0 >= 0) & (lab0 < C)
     seg_ofs = (((b * Hc + y // cell) * Wc + x // cell) * C).to(tl.int64) + lab0
     region = tl.load(seg_ptr + seg_ofs, mask=cand, other=-1)
     hit = cand & (region >= 0)
@@ -84,11 +80,10 @@ def _purify_apply_kernel(
             z = tl.load(logits_ptr + cs[:, None].to(tl.int64) * s_c + pix[None, :], mask=lmask, other=0.0)
             wv = tl.load(wt_ptr + cs[:, None].to(tl.int64) * N + r[None, :], mask=lmask, other=0.0)
             z = tl.where(cmask[:, None], z.to(tl.float32) + wv, float("-inf"))
-            m, s, lab = _chunk_softmax_update(z, cs, cmask, m, s, lab)
+            m, s, lab = chunk_softmax_update(z, cs, cmask, m, s, lab)
         new_conf = 1.0 / s
     else:
         # argmax and max of the region's weight row (lowest class on ties), chunk by chunk.
-        big = tl.full([BLOCK_C, ROWS * BLOCK_W], 2147483647, tl.int32)
         for c0 in range(0, C, BLOCK_C):
             cs = c0 + cofs
             cmask = cs < C
@@ -96,8 +91,7 @@ def _purify_apply_kernel(
                 wt_ptr + cs[:, None].to(tl.int64) * N + r[None, :], mask=cmask[:, None] & hit[None, :], other=0.0
             )
             wv = tl.where(cmask[:, None], wv, float("-inf"))
-            cm = tl.max(wv, axis=0)
-            cl = tl.min(tl.where((wv == cm[None, :]) & cmask[:, None], cs[:, None] + tl.zeros_like(big), big), axis=0)
+            cm, cl = chunk_argmax(wv, cs, cmask)
             lab = tl.where(cm > m, cl, lab)
             m = tl.maximum(m, cm)
         a = tl.minimum(tl.maximum(conf0 / tau, 0.0), 1.0)
@@ -115,24 +109,30 @@ def purify_apply_triton(logits, stats, seg_table, weights, rule: int, tau: float
     rule 0 (bayes) or 1 (paper); tau in (0, 1]. Inputs are never modified; N may be 0.
     Arguments are assumed validated by semiearth.ops.purify_apply.
     """
-    b, c, h, w = logits.shape
-    cell = stats.cell
-    hc, wc = -(-h // cell), -(-w // cell)
-    n = weights.shape[0]
     label = stats.label.contiguous()
     conf = stats.conf.contiguous()
-    if n == 0:  # no region: nothing is hit
+    if weights.shape[0] == 0:  # no region: nothing is hit
         return label.clone(), conf.clone()
+    flags = stats.flags.contiguous()
+    outputs, launch = plan_purify_apply(logits, label, conf, flags, seg_table, weights, rule, tau, stats.cell)
+    launch()
+    return outputs
+
+
+def plan_purify_apply(logits, label, conf, flags, seg_table, weights, rule: int, tau: float, cell: int):
+    """The outputs (allocated, not yet written) and the Launch of the kernel; N >= 1."""
+    b, c, h, w = logits.shape
+    hc, wc = -(-h // cell), -(-w // cell)
     out_label = torch.empty((b, h, w), dtype=torch.int64, device=logits.device)
     out_conf = torch.empty((b, h, w), dtype=torch.float32, device=logits.device)
-    wt = weights.float().t().contiguous()  # [C,N]: no contiguity along C, see the module notes
+    wt = weights.float().t().contiguous()  # [C,N]
     cfg = tile_config(c, h, w, cell, gpu=logits.is_cuda)
     grid = (triton.cdiv(w, cfg.BLOCK_W), triton.cdiv(h, cfg.ROWS), b)
-    _purify_apply_kernel[grid](
+    args = (
         logits,
         label,
         conf,
-        stats.flags.contiguous(),
+        flags,
         seg_table.contiguous(),
         wt,
         out_label,
@@ -142,14 +142,10 @@ def purify_apply_triton(logits, stats, seg_table, weights, rule: int, tau: float
         w,
         hc,
         wc,
-        n,
+        weights.shape[0],
         cell,
         float(tau),
         *logits.stride(),
-        RULE=int(rule),
-        BLOCK_C=cfg.BLOCK_C,
-        ROWS=cfg.ROWS,
-        BLOCK_W=cfg.BLOCK_W,
-        num_warps=cfg.num_warps,
     )
-    return out_label, out_conf
+    meta = dict(RULE=int(rule), BLOCK_C=cfg.BLOCK_C, ROWS=cfg.ROWS, BLOCK_W=cfg.BLOCK_W, num_warps=cfg.num_warps)
+    return (out_label, out_conf), Launch(_purify_apply_kernel, grid, args, meta)

@@ -7,8 +7,9 @@ boundary count per cell).
 
 import torch
 
+from ._common import tile_config
 from .boundary_pool import boundary_pool
-from .confidence import confidence_pool, tile_config
+from .confidence import confidence_pool
 
 
 def purify_stats_triton(

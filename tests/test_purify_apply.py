@@ -138,11 +138,18 @@ def test_inputs_are_not_modified():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def with_label(stats: ops.PurifyStats, value: int) -> ops.PurifyStats:
+    label = stats.label.clone()
+    label[0, 3, 5] = value
+    return stats._replace(label=label)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_bad_input_names_the_argument(backend):
-    if backend == "cpp":
-        backend_device("cpp")
+    name, device = ("torch", torch.device("cpu")) if backend == "torch" else backend_device(backend, "purify_apply")
     x, stats, seg, q, g = make_case(1, 4, 16, 16, 8, torch.float32, 1)
+    x, seg, q = x.to(device), seg.to(device), q.to(device)
+    stats = ops.PurifyStats(*[t.to(device) for t in stats[:6]], cell=stats.cell)
     cases = [
         (dict(logits=x[0]), ValueError, "logits"),
         (dict(logits=x.double()), TypeError, "logits"),
@@ -158,12 +165,26 @@ def test_bad_input_names_the_argument(backend):
         (dict(trust=-1.0), ValueError, "trust"),
         (dict(tau=0.0), ValueError, "tau"),
         (dict(tau=1.5), ValueError, "tau"),
+        # labels outside [0, C) would index seg_table out of bounds in every fast path
+        (dict(stats=with_label(stats, 100_000_000)), ValueError, r"stats.label .*\[0, 4\)"),
+        (dict(stats=with_label(stats, 4)), ValueError, r"stats.label"),
+        (dict(stats=with_label(stats, 7)), ValueError, r"stats.label"),
+        (dict(stats=with_label(stats, -3)), ValueError, r"stats.label"),
+        (dict(stats=stats._replace(conf=stats.conf.double())), TypeError, r"stats.conf"),
+        (dict(stats=stats._replace(flags=stats.flags[:, :8])), ValueError, r"stats are for shape"),
     ]
     for kwargs, error, match in cases:
         args = dict(logits=x, stats=stats, seg_table=seg, q=q, rule="bayes", trust=1.0, tau=0.7)
         args.update(kwargs)
         with pytest.raises(error, match=match):
-            ops.purify_apply(**args, backend=backend)
+            ops.purify_apply(**args, backend=name)
+
+
+def test_reference_checks_labels_too():
+    x, stats, seg, q, g = make_case(1, 4, 16, 16, 8, torch.float32, 1)
+    weights = ops.rule_weights(q, "bayes", 1.0)
+    with pytest.raises(ValueError, match=r"stats.label"):
+        ops.purify_apply_reference(x, with_label(stats, 7), seg, weights, 0)
 
 
 def test_meta_and_compile():

@@ -247,7 +247,7 @@ def test_meta_and_compile():
     """The fake impls give shapes on the meta device, and the ops trace under torch.compile."""
     backend_device("cpp")
     x = torch.randn(2, 5, 33, 17)
-    conf, label, flags, hist, mass, nb = torch.ops.semiearth.purify_stats(x.to("meta"), 0.7, 1, 8, None)
+    conf, label, flags, hist, mass, nb, nonfinite = torch.ops.semiearth.purify_stats(x.to("meta"), 0.7, 1, 8, None)
     assert conf.shape == (2, 33, 17) and label.dtype == torch.int64 and flags.dtype == torch.uint8
     assert hist.shape == (2, 5, 3, 5) and hist.dtype == torch.int32 and mass.shape == nb.shape == (2, 5, 3)
 

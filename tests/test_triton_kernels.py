@@ -16,8 +16,9 @@ triton = pytest.importorskip("triton", reason="triton is not installed")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton needs a CUDA GPU or TRITON_INTERPRET=1 (set before importing triton)", allow_module_level=True)
 
+from semiearth.kernels._common import tile_config  # noqa: E402
 from semiearth.kernels.boundary_pool import boundary_pool  # noqa: E402
-from semiearth.kernels.confidence import confidence_pool, tile_config  # noqa: E402
+from semiearth.kernels.confidence import confidence_pool  # noqa: E402
 from semiearth.kernels.purify_apply import purify_apply_triton  # noqa: E402
 from semiearth.kernels.purify_stats import purify_stats_triton  # noqa: E402
 

@@ -6,7 +6,9 @@
 // below (recomputing the halo is cheaper than a second pass over the logits), keeps the labels in
 // a local 8-bit buffer (32-bit past 254 classes), derives the boundary flag with separable min/max
 // filters, and pools its cells, which no other band touches. Pixels with a NaN confidence (a NaN
-// or inf logit) are counted, and the op raises a ValueError naming how many.
+// or inf logit) are counted and the count is returned: the Python wrapper raises the ValueError.
+// Bad input never throws from inside the extension, since a C++ exception crossing into torch
+// crashed the process where the extension's compiler was not torch's (see semiearth/ops/_validate.py).
 #include <ATen/Dispatch.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -374,7 +376,7 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> purify_stats_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> purify_stats_cpu(
     const at::Tensor& logits_in, double low_thresh, int64_t radius, int64_t cell,
     const std::optional<at::Tensor>& ignore_in) {
   TORCH_CHECK(logits_in.dim() == 4, "purify_stats: logits must be [B,C,H,W]");
@@ -404,7 +406,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor hist = at::empty({B, Hc, Wc, C}, opts.dtype(at::kInt));
   at::Tensor mass = at::empty({B, Hc, Wc}, opts.dtype(at::kFloat));
   at::Tensor nbound = at::empty({B, Hc, Wc}, opts.dtype(at::kInt));
-  if (B == 0 || HW == 0) return {conf, label, flags, hist, mass, nbound};
+  if (B == 0 || HW == 0) return {conf, label, flags, hist, mass, nbound, at::zeros({}, at::kLong)};
   for (const at::Tensor* t : {&conf, &label, &flags}) advise_huge_pages(*t);
 
   Ctx k;
@@ -425,9 +427,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     nonfinite = C < Scratch<uint8_t>::kNone ? run_bands<uint8_t>(k, x_all, B, sb, sc, sp)
                                            : run_bands<uint32_t>(k, x_all, B, sb, sc, sp);
   });
-  TORCH_CHECK_VALUE(nonfinite == 0, "purify_stats: logits contain NaN or inf at ", nonfinite,
-                    " pixel(s); check the teacher's output (fp16 overflow, a diverged model) before purifying");
-  return {conf, label, flags, hist, mass, nbound};
+  return {conf, label, flags, hist, mass, nbound, at::scalar_tensor(nonfinite, at::kLong)};
 }
 
 }  // namespace

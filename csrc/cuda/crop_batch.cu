@@ -3,6 +3,8 @@
 // roi_align(aligned=True, sampling_ratio=1) sample positions computed in double exactly as the
 // reference does, bilinear interpolation in double, then x * scale + shift in float32, and `fill`
 // outside the image or (mask on) where the nearest pixel's label is not the region's class.
+// Batch indices are validated by the Python wrapper (a host check here would synchronise); a
+// region whose index is not an image of the batch reads nothing and gets `fill`.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -39,8 +41,8 @@ __device__ __forceinline__ Axis sample_axis(double lo, double hi, int64_t i, int
 template <typename scalar_t>
 __global__ void crop_batch_kernel(const scalar_t* __restrict__ images, const double* __restrict__ regions,
                                   const int64_t* __restrict__ labels, const float* __restrict__ scale,
-                                  const float* __restrict__ shift, float* __restrict__ out, int64_t N, int64_t H,
-                                  int64_t W, int64_t S, float fill) {
+                                  const float* __restrict__ shift, float* __restrict__ out, int64_t N, int64_t B,
+                                  int64_t H, int64_t W, int64_t S, float fill) {
   const int64_t total = N * 3 * S * S;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -49,10 +51,11 @@ __global__ void crop_batch_kernel(const scalar_t* __restrict__ images, const dou
     const int64_t c = (idx / (S * S)) % 3;
     const int64_t n = idx / (3 * S * S);
     const double* r = regions + n * 6;
-    const int64_t b = static_cast<int64_t>(r[0]);
+    const bool in_batch = r[0] >= 0.0 && r[0] < static_cast<double>(B);
+    const int64_t b = in_batch ? static_cast<int64_t>(r[0]) : 0;
     const Axis ay = sample_axis(r[2], r[4], oy, S, H);
     const Axis ax = sample_axis(r[1], r[3], ox, S, W);
-    bool keep = ay.valid && ax.valid;
+    bool keep = in_batch && ay.valid && ax.valid;
     if (keep && labels != nullptr) keep = labels[(b * H + ay.near) * W + ax.near] == static_cast<int64_t>(r[5]);
     if (!keep) {
       out[idx] = fill;
@@ -98,12 +101,12 @@ at::Tensor crop_batch_cuda(const at::Tensor& images_in, const at::Tensor& region
   if (images.scalar_type() == at::kFloat) {
     crop_batch_kernel<float><<<blocks, threads, 0, stream>>>(images.data_ptr<float>(), regions.data_ptr<double>(),
                                                             lab, scale.data_ptr<float>(), shift.data_ptr<float>(),
-                                                            out.data_ptr<float>(), N, H, W, S,
+                                                            out.data_ptr<float>(), N, images.size(0), H, W, S,
                                                             static_cast<float>(fill));
   } else if (images.scalar_type() == at::kByte) {
     crop_batch_kernel<uint8_t><<<blocks, threads, 0, stream>>>(
         images.data_ptr<uint8_t>(), regions.data_ptr<double>(), lab, scale.data_ptr<float>(),
-        shift.data_ptr<float>(), out.data_ptr<float>(), N, H, W, S, static_cast<float>(fill));
+        shift.data_ptr<float>(), out.data_ptr<float>(), N, images.size(0), H, W, S, static_cast<float>(fill));
   } else {
     TORCH_CHECK(false, "crop_batch: images must be float32 or uint8, got ", images.scalar_type());
   }

@@ -16,6 +16,7 @@ def _purify_stats_fake(logits, low_thresh, radius, cell, ignore):
         new((b, hc, wc, c), dtype=torch.int32),
         new((b, hc, wc), dtype=torch.float32),
         new((b, hc, wc), dtype=torch.int32),
+        new((), dtype=torch.int64),
     )
 
 

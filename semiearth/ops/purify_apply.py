@@ -19,7 +19,7 @@ import math
 import torch
 
 from semiearth.ops._extension import resolve
-from semiearth.ops._validate import check_logits, check_same_device, check_tensor, check_unit_interval
+from semiearth.ops._validate import check_int, check_logits, check_same_device, check_tensor, check_unit_interval
 from semiearth.ops.purify_stats import IGNORED, LOW, PurifyStats
 
 OP = "purify_apply"
@@ -43,6 +43,8 @@ def purify_apply(
     """
     check_inputs(logits, stats, seg_table, q, rule, trust, tau)
     weights = rule_weights(q, rule, trust)
+    if rule == "bayes":
+        seg_table = drop_neutral_regions(seg_table, weights)
     backend = resolve(OP, backend, logits.device, gpu_backend="triton")
     if backend == "torch":
         return purify_apply_reference(logits, stats, seg_table, weights, RULES[rule], tau)
@@ -80,13 +82,22 @@ def rule_weights(q: torch.Tensor, rule: str, trust: float) -> torch.Tensor:
     return torch.softmax(maps, dim=1).contiguous() if c > 0 else maps
 
 
+def drop_neutral_regions(seg_table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """seg_table [B,Hc,Wc,C] with -1 for the regions whose bayes weights are all 0 (a uniform q).
+
+    Their pixels then keep purify_stats' label and confidence bit for bit on every backend, instead
+    of a recomputed softmax whose summation order differs between devices.
+    """
+    if weights.shape[0] == 0:
+        return seg_table
+    active = (weights != 0).any(dim=1)
+    return torch.where((seg_table >= 0) & active[seg_table.clamp(min=0).long()], seg_table, -1)
+
+
 def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
     check_logits(OP, logits)
+    check_stats(logits, stats)
     b, c, h, w = logits.shape
-    if not isinstance(stats, PurifyStats):
-        raise TypeError(f"{OP}: stats must be the PurifyStats that purify_stats returned, got {type(stats).__name__}")
-    if tuple(stats.label.shape) != (b, h, w):
-        raise ValueError(f"{OP}: stats are for shape {tuple(stats.label.shape)} but logits are {(b, h, w)}")
     hc, wc = -(-h // stats.cell), -(-w // stats.cell)
     check_tensor(OP, "seg_table", seg_table, 4, (torch.int32,), "[B,Hc,Wc,C] int32")
     if tuple(seg_table.shape) != (b, hc, wc, c):
@@ -110,8 +121,28 @@ def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
     check_same_device(OP, "logits", logits, seg_table=seg_table, q=q, label=stats.label)
 
 
+def check_stats(logits: torch.Tensor, stats) -> None:
+    """stats: a PurifyStats whose label/conf/flags match logits [B,C,H,W], with labels in [0, C)."""
+    b, c, h, w = logits.shape
+    if not isinstance(stats, PurifyStats):
+        raise TypeError(f"{OP}: stats must be the PurifyStats that purify_stats returned, got {type(stats).__name__}")
+    for name, dtype in (("label", torch.int64), ("conf", torch.float32), ("flags", torch.uint8)):
+        t = getattr(stats, name)
+        check_tensor(OP, f"stats.{name}", t, 3, (dtype,), f"[B,H,W] {str(dtype).replace('torch.', '')}")
+        if tuple(t.shape) != (b, h, w):
+            raise ValueError(f"{OP}: stats are for shape {tuple(t.shape)} but logits are {(b, h, w)}")
+    check_int(OP, "stats.cell", stats.cell, 1)
+    lo, hi = torch.aminmax(stats.label)
+    if int(lo) < 0 or int(hi) >= c:
+        raise ValueError(
+            f"{OP}: stats.label holds classes in [{int(lo)}, {int(hi)}] but logits have {c} classes, so "
+            f"labels must lie in [0, {c}); pass the PurifyStats that purify_stats returned for these logits"
+        )
+
+
 def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule: int, tau: float = 0.7):
     """Plain-torch specification of purify_apply; `weights` come from rule_weights()."""
+    check_stats(logits, stats)
     b, c, h, w = logits.shape
     if weights.shape[0] == 0:
         return stats.label.clone(), stats.conf.clone()

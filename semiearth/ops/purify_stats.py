@@ -68,8 +68,10 @@ def purify_stats(
     backend = resolve(OP, backend, logits.device, gpu_backend="triton")
     if backend == "torch":
         return purify_stats_reference(logits, low_thresh, radius, cell, ignore)
-    if backend == "cpp":  # the C++ kernel raises the ValueError for NaN/inf logits itself
-        out = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore)
+    if backend == "cpp":  # the C++ kernel counts the non-finite pixels; the error is raised here
+        *out, nonfinite = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore)
+        if int(nonfinite):
+            raise nonfinite_error(OP, int(nonfinite))
         return PurifyStats(*out, cell=cell)
     from semiearth.kernels.purify_stats import purify_stats_triton
 

@@ -12,6 +12,7 @@ of the LM head is the architecture's. `build_random_vlm` / `save_random_vlm` als
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -148,8 +149,9 @@ def _processor(model_type: str, tokenizer):
     return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, **kwargs)
 
 
-def build_random_vlm(arch: str = "tiny-qwen2-vl", device="cpu", dtype=torch.float32, seed: int = 0):
-    """(model with random weights in eval mode, processor) of architecture `arch` (see ARCHS)."""
+def build_random_vlm(arch: str = "tiny-qwen2-vl", device="cpu", dtype=torch.float32, seed: int = 0, attn=None):
+    """(model with random weights in eval mode, processor) of architecture `arch` (see ARCHS);
+    attn: attn_implementation (None: transformers' default)."""
     import transformers
 
     tokenizer = synthetic_tokenizer()
@@ -172,7 +174,8 @@ def build_random_vlm(arch: str = "tiny-qwen2-vl", device="cpu", dtype=torch.floa
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = transformers.AutoModelForImageTextToText.from_config(config)
+            kwargs = {"attn_implementation": attn} if attn else {}
+            model = transformers.AutoModelForImageTextToText.from_config(config, **kwargs)
     finally:
         torch.set_default_dtype(old)
     return model.eval(), _processor(model_type, tokenizer)
@@ -184,6 +187,13 @@ def save_random_vlm(folder: str, arch: str = "tiny-qwen2-vl", seed: int = 0) -> 
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def resolve_attn(attn: str | None, device: torch.device) -> str | None:
+    """ "auto": flash_attention_2 on CUDA when flash_attn is installed, else None (transformers' sdpa)."""
+    if attn != "auto":
+        return attn or None
+    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else None
 
 
 def _sync(device: torch.device) -> None:
@@ -200,14 +210,19 @@ def time_vlm_call(
     batch_size: int = 64,
     view: str = "masked",
     repeats: int = 5,
+    attn: str | None = "auto",
+    vlm=None,
 ) -> dict:
-    """Median seconds of one VLM-PP call (and of its stages) with HFVLMClassifier on `arch`."""
+    """Median seconds of one VLM-PP call (and of its stages) with HFVLMClassifier on `arch`.
+
+    attn: attn_implementation; "auto" = flash_attention_2 on CUDA when flash_attn is installed,
+    else transformers' default (sdpa). vlm: a (model, processor) from build_random_vlm to reuse."""
     from semiearth.purify import HFVLMClassifier, VLMPurifier
 
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     t = time.perf_counter()
-    model, processor = build_random_vlm(arch, dev, dtype)
+    model, processor = vlm if vlm is not None else build_random_vlm(arch, dev, dtype, attn=resolve_attn(attn, dev))
     build_s = time.perf_counter() - t
     clf = HFVLMClassifier(
         model, "potsdam", processor=processor, view=view, input_size=input_size, batch_size=batch_size,
@@ -240,6 +255,7 @@ def time_vlm_call(
         "input_size": input_size,
         "batch_size": batch_size,
         "view": view,
+        "attn_implementation": model.config._attn_implementation,
         "answers": len(clf.answers),
         "max_answer_tokens": int(clf.answer_lengths.max()),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -259,25 +275,36 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--regions", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=518)
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--input-size", default="224,112", help="crop side(s), one row each")
     parser.add_argument("--batch-size", type=int, default=64, help="crops per VLM forward")
     parser.add_argument("--view", default="masked", choices=["masked", "box"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", help="write the row to this JSON file")
+    parser.add_argument("--attn", default="auto", help="attn_implementation (auto: flash_attention_2 if installed)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
+    parser.add_argument("--json", help='write {"rows": [...]} to this JSON file')
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     arch = "tiny-qwen2.5-vl" if args.tiny else args.arch
-    row = time_vlm_call(
-        arch, args.device, args.regions, args.image_size, args.input_size, args.batch_size, args.view, args.repeats
-    )
-    stages = ", ".join(f"{k} {1000 * v:.1f}" for k, v in row["stage_seconds"].items())
-    print(
-        f"vlm_pp {arch} on {row['device']} ({row['dtype']}, random weights): {row['regions']} regions, "
-        f"{row['answers']} answers: {1000 * row['seconds_per_call']:.1f} ms per call (median of {args.repeats}); "
-        f"stage medians ms: {stages}"
-    )
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    vlm, rows = build_random_vlm(arch, dev, dtype, attn=resolve_attn(args.attn, dev)), []
+    for size in [int(v) for v in str(args.input_size).split(",")]:
+        row = time_vlm_call(
+            arch, args.device, args.regions, args.image_size, size, args.batch_size, args.view, args.repeats,
+            args.attn, vlm,
+        )  # fmt: skip
+        rows.append(row)
+        stages = ", ".join(f"{k} {1000 * v:.1f}" for k, v in row["stage_seconds"].items())
+        print(
+            f"vlm_pp {arch} on {row['device']} ({row['dtype']}, random weights, {row['attn_implementation']}): "
+            f"{row['regions']} regions, {size} px crops, {row['answers']} answers: "
+            f"{1000 * row['seconds_per_call']:.1f} ms per call (median of {args.repeats}); stage medians ms: {stages}",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(row, f, indent=2)
+            json.dump({"rows": rows}, f, indent=2)
     return 0
 
 

@@ -50,11 +50,11 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 _ANSWER_MARK = "XQZANSWERXQZ"  # a placeholder answer used to find what the template puts after an answer
 
 
-def _fetch_help(what: str) -> str:
+def _fetch_help(repo: str, folder: str = "DIR") -> str:
     return (
-        f"Download it on a machine with internet: `hf download {what} --local-dir DIR` "
-        "(`huggingface-cli download` with an older huggingface_hub), copy DIR here and pass "
-        "classifier_options: {model: DIR}"
+        f"Fetch the weights on a machine with internet: `hf download {repo} --local-dir {folder}` "
+        f"(`huggingface-cli download` with an older huggingface_hub; any Qwen2-VL / Qwen2.5-VL repo works), "
+        f"copy the folder here and set purify.classifier_options.model to it"
     )
 
 
@@ -75,11 +75,11 @@ def resolve_model_source(model: str, cache_dir: str | None = None) -> tuple[str,
             missing.append("weights (*.safetensors)")
         if missing:
             raise FileNotFoundError(
-                f"{NAME}: model folder {path} lacks {' and '.join(missing)}. {_fetch_help(DEFAULT_MODEL)}"
+                f"{NAME}: model folder {path} lacks {' and '.join(missing)}. {_fetch_help(DEFAULT_MODEL, path)}"
             )
         return path, True
     if _looks_like_path(str(model)):
-        raise FileNotFoundError(f"{NAME}: model folder {path} does not exist. {_fetch_help(DEFAULT_MODEL)}")
+        raise FileNotFoundError(f"{NAME}: model folder {path} does not exist. {_fetch_help(DEFAULT_MODEL, path)}")
     if not hub_offline():
         return str(model), False
     from huggingface_hub import try_to_load_from_cache
@@ -99,7 +99,14 @@ def _transformers_at_least(version: str) -> bool:
     return Version(transformers.__version__) >= Version(version)
 
 
-def load_vlm(model: str, device="cpu", dtype=None, load_in_4bit: bool = False, cache_dir: str | None = None):
+def load_vlm(
+    model: str,
+    device="cpu",
+    dtype=None,
+    load_in_4bit: bool = False,
+    cache_dir: str | None = None,
+    attn_implementation: str | None = None,
+):
     """(model in eval mode, processor) from a folder or hub id, through AutoModelForImageTextToText."""
     source, local_only = resolve_model_source(model, cache_dir)
     device = torch.device(device)
@@ -108,6 +115,8 @@ def load_vlm(model: str, device="cpu", dtype=None, load_in_4bit: bool = False, c
 
     kwargs = {"cache_dir": cache_dir, "local_files_only": local_only}
     options = {"dtype" if _transformers_at_least("4.56") else "torch_dtype": dtype}
+    if attn_implementation:
+        options["attn_implementation"] = attn_implementation
     if load_in_4bit:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ImportError(f"{NAME}: load_in_4bit needs bitsandbytes (pip install bitsandbytes)")
@@ -123,7 +132,8 @@ def load_vlm(model: str, device="cpu", dtype=None, load_in_4bit: bool = False, c
             net = AutoModelForImageTextToText.from_pretrained(source, **kwargs, **options)
     except OSError as err:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise FileNotFoundError(f"{NAME}: cannot load {source} ({first}). {_fetch_help(model)}") from err
+        fix = _fetch_help(DEFAULT_MODEL, source) if os.path.isdir(source) else _fetch_help(source)
+        raise FileNotFoundError(f"{NAME}: cannot load {source} ({first}). {fix}") from err
     if not load_in_4bit:
         net = net.to(device)
     return net.eval(), processor
@@ -166,6 +176,8 @@ class HFVLMClassifier:
     max_regions: at most this many regions per call get a VLM answer (taken rank by rank across
     images), the others q = 1/C, which rule "bayes" turns into no change at all.
     dtype: default bfloat16 on CUDA, float32 on CPU; autocast (None: on CUDA) runs in that dtype.
+    attn_implementation: passed to from_pretrained (None: transformers' default, sdpa). Qwen's vision
+    tower runs sdpa once per attention window and crop, flash_attention_2 once per layer.
     """
 
     def __init__(
@@ -186,6 +198,7 @@ class HFVLMClassifier:
         autocast: bool | None = None,
         load_in_4bit: bool = False,
         cache_dir: str | None = None,
+        attn_implementation: str | None = None,
     ):
         if view not in HINTS:
             raise ValueError(f"{NAME}: view must be one of {sorted(HINTS)}, got {view!r}")
@@ -198,7 +211,7 @@ class HFVLMClassifier:
                 raise ValueError(f"{NAME}: pass processor= with a model given as a module")
             self.model, self.processor, self.model_name = model.eval(), processor, type(model).__name__
         else:
-            self.model, self.processor = load_vlm(model, device, dtype, load_in_4bit, cache_dir)
+            self.model, self.processor = load_vlm(model, device, dtype, load_in_4bit, cache_dir, attn_implementation)
             self.model_name = str(model)
         self.class_names = resolve_class_names(class_names)
         self.num_classes = len(self.class_names)
@@ -289,7 +302,7 @@ class HFVLMClassifier:
         """RGB in [0, 1] [N,3,S,S] from crops normalised with mean/std; view "box" draws the cell."""
         mean = crops.new_tensor(self.mean).view(1, 3, 1, 1)
         std = crops.new_tensor(self.std).view(1, 3, 1, 1)
-        rgb = (crops * std + mean).clamp(0, 1)
+        rgb = (crops * std).add_(mean).clamp_(0, 1)
         if self.view == "box" and rgb.shape[0]:
             rgb = draw_boxes(rgb, regions, self._cell_boxes(regions).to(rgb.device))
         return rgb
@@ -365,8 +378,9 @@ class HFVLMClassifier:
         q = torch.full((crops.shape[0], self.num_classes), 1.0 / self.num_classes, device=crops.device)
         keep = budget_indices(regions, self.max_regions)
         if keep.numel():
-            scores = self.class_scores(self.pixels(crops[keep], regions[keep]))
-            q[keep] = torch.softmax(scores / self.temperature, dim=1).to(q.device)
+            every = keep.numel() == crops.shape[0]
+            pixels = self.pixels(crops, regions) if every else self.pixels(crops[keep], regions[keep])
+            q[keep] = torch.softmax(self.class_scores(pixels) / self.temperature, dim=1).to(q.device)
         return q
 
 

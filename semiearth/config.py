@@ -101,12 +101,12 @@ class PurifyConfig:
     """VLM-PP hook. method none disables it; prototype/openclip/vlm/oracle pick the classifier."""
 
     method: Literal["none", "prototype", "openclip", "vlm", "oracle"] = "prototype"
-    every: int = 1  # purify every k iterations
+    every: int = 2  # purify every k iterations (dataset configs use 1)
     low_thresh: float = 0.7
     cell: int = 32
     rule: Literal["bayes", "paper"] = "bayes"
     trust: float = 1.0
-    max_regions: int = 16
+    max_regions: int = 6  # regions per image (a CPU-sized budget; dataset configs use 16)
     context: float = 2.0
     radius: int = 1
     tau: float = 0.7

@@ -81,6 +81,7 @@ def test_empty_config_is_a_short_cpu_run(tmp_path):
     assert cfg.data.crop_size == demo.data.crop_size == 64
     assert (cfg.train.lr, cfg.train.head_lr_mult) == (demo.train.lr, demo.train.head_lr_mult)
     assert cfg.train.iters <= 300
+    assert (cfg.purify.every, cfg.purify.max_regions) == (demo.purify.every, demo.purify.max_regions)
 
 
 def wait_for_iterations(out, proc, n, timeout=120):

@@ -13,7 +13,7 @@ from helpers import TINY_RUN
 
 transformers = pytest.importorskip("transformers")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from vlm_timing import save_random_vlm  # noqa: E402
+from vlm_timing import save_random_vlm, time_vlm_call  # noqa: E402
 
 from semiearth.config import load_config  # noqa: E402
 from semiearth.purify import HFVLMClassifier, VLMPurifier  # noqa: E402
@@ -171,3 +171,8 @@ def test_train_three_iterations_with_purify_vlm(tmp_path, folders):
     assert records and {"box", "vlm_top3", "iter"} <= set(records[0])
     top = records[0]["vlm_top3"]
     assert len(top) == 3 and top[0]["name"] in cfg.data.class_names and top[0]["prob"] >= top[1]["prob"]
+
+
+def test_timing_function_runs_on_the_tiny_model():
+    row = time_vlm_call("tiny-qwen2-vl", "cpu", regions=4, image_size=256, input_size=S, repeats=1)
+    assert row["regions"] == 4 and row["seconds_per_call"] > 0 and set(row["stage_seconds"]) >= {"classify"}

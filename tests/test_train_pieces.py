@@ -122,6 +122,7 @@ def test_train_with_vlmpp_writes_records_and_panels(tmp_path):
         "data.crop_size=64",
         "train.iters=2",
         "purify.method=prototype",
+        "purify.every=1",
         "purify.max_regions=2",
         "purify.classifier_options={input_size: 32}",
         "train.eval_every=0",

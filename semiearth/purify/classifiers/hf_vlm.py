@@ -328,44 +328,54 @@ class HFVLMClassifier:
         return torch.cat(out) if out else torch.zeros(0, len(self.answers))
 
     def _batch_logprobs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,A] answer log-probabilities of one batch: the prefix once, then every answer from its cache."""
         b, a = pixels.shape[0], len(self.answers)
+        first, prefix_len = self._run_prefix(pixels)
+        tokens, lengths = self.answer_tokens.to(self.device), self.answer_lengths.to(self.device)
+        logp = first.logits[:, -1].float().log_softmax(-1)[:, tokens[:, 0]]  # first answer token
+        if tokens.shape[1] > 1:
+            steps = self._run_answers(first, b, prefix_len)  # [B*A, L-1]: the answers' later tokens
+            valid = torch.arange(tokens.shape[1] - 1, device=self.device) < (lengths - 1).repeat(b)[:, None]
+            logp = logp + torch.where(valid, steps, 0.0).sum(1).view(b, a)
+        return logp.cpu()
+
+    def _run_prefix(self, pixels: torch.Tensor):
+        """(model output with the KV cache and last-position logits, prefix length) for B crops."""
         images = list(pixels.to(self.device))  # the torchvision image processor works on the model's device
-        inputs = self.processor(text=[self.prefix] * b, images=images, return_tensors="pt", do_rescale=False)
+        inputs = self.processor(
+            text=[self.prefix] * pixels.shape[0], images=images, return_tensors="pt", do_rescale=False
+        )
         inputs = inputs.to(self.device)
         if not bool(inputs["attention_mask"].bool().all()):
             raise RuntimeError(f"{NAME}: the prompts of equal crops tokenised to different lengths")
-        params = self._forward_kwargs()
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_kwargs() else {}
         with self._autocast():
-            first = self.model(**inputs, use_cache=True, **keep)
-        tokens, lengths = self.answer_tokens.to(self.device), self.answer_lengths.to(self.device)
-        logp = first.logits[:, -1].float().log_softmax(-1)[:, tokens[:, 0]]  # [B,A]
-        if tokens.shape[1] == 1:
-            return logp.cpu()
+            return self.model(**inputs, use_cache=True, **keep), inputs["input_ids"].shape[1]
+
+    def _run_answers(self, first, b: int, prefix_len: int) -> torch.Tensor:
+        """[B*A, L-1] log-probabilities of answer tokens 2..L, crop-major, from the prefix cache
+        repeated A times (answer tokens 1..L-1 as input)."""
+        a, tokens = len(self.answers), self.answer_tokens.to(self.device)
+        steps = tokens.shape[1] - 1
         cache = getattr(first, "cache", None)  # transformers 5; 4.x calls it past_key_values
         cache = first.past_key_values if cache is None else cache
         cache.batch_repeat_interleave(a)
-        prefix_len = inputs["input_ids"].shape[1]
-        steps = tokens.shape[1] - 1
         pos = prefix_len + torch.arange(steps, device=self.device).expand(b, steps)
         deltas = getattr(getattr(self.model, "model", None), "rope_deltas", getattr(self.model, "rope_deltas", None))
         if deltas is not None:  # multimodal RoPE (Qwen-VL): text positions continue from the image's
             pos = (pos + deltas.view(b, 1).to(pos)).repeat_interleave(a, 0)[None].expand(3, -1, -1)
         else:
             pos = pos.repeat_interleave(a, 0)
-        cache_key = "cache" if "cache" in params else "past_key_values"
+        cache_key = "cache" if "cache" in self._forward_kwargs() else "past_key_values"
         with self._autocast():
-            rest = self.model(
+            out = self.model(
                 input_ids=tokens[:, :-1].repeat(b, 1),
                 attention_mask=torch.ones(b * a, prefix_len + steps, dtype=torch.long, device=self.device),
                 position_ids=pos,
                 use_cache=True,
                 **{cache_key: cache},
             )
-        target = tokens[:, 1:].repeat(b, 1)
-        step_logp = rest.logits.float().log_softmax(-1).gather(2, target[..., None])[..., 0]
-        valid = torch.arange(steps, device=self.device) < (lengths - 1).repeat(b)[:, None]
-        return (logp + (step_logp * valid).sum(1).view(b, a)).cpu()
+        return token_logprobs(out.logits, tokens[:, 1:].repeat(b, 1))
 
     def class_scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N,C] float32 log P(the answer is a phrasing of class c | crop n)."""
@@ -382,6 +392,16 @@ class HFVLMClassifier:
             pixels = self.pixels(crops, regions) if every else self.pixels(crops[keep], regions[keep])
             q[keep] = torch.softmax(self.class_scores(pixels) / self.temperature, dim=1).to(q.device)
         return q
+
+
+def token_logprobs(logits: torch.Tensor, target: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """[R,T] float32 log-softmax of logits [R,T,V] at target [R,T], `rows` rows at a time (a float32
+    copy of all of a 3B model's answer logits would be tens of GB)."""
+    out = [
+        logits[i : i + rows].float().log_softmax(-1).gather(2, target[i : i + rows, :, None])[..., 0]
+        for i in range(0, logits.shape[0], rows)
+    ]
+    return torch.cat(out)
 
 
 def draw_boxes(rgb: torch.Tensor, regions: torch.Tensor, boxes: torch.Tensor, color=(1.0, 0.0, 0.0)) -> torch.Tensor:

@@ -39,6 +39,24 @@ def test_existing_run_is_refused_and_left_intact(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mIoU" in printed and "impervious_surface" in printed  # case 11: the final table is printed
     assert (out / "results.txt").is_file()
+    from semiearth.cli.evaluate import main as eval_main  # eval checks data.root before any work too
+
+    assert (
+        eval_main(
+            [
+                "--checkpoint",
+                str(out / "best.pth"),
+                "--set",
+                "data.name=folder",
+                "--set",
+                "data.root=nope/",
+                "--set",
+                "data.options={}",
+            ]
+        )
+        == 2
+    )
+    one_line_error(capsys, "data.root", "nope/", "does not exist")
     before = {n: (out / n).read_bytes() for n in ("latest.pth", "best.pth", "metrics.jsonl", "results.json")}
 
     assert main(args(out, "train.iters=2")) == 2  # a forgotten --resume

@@ -15,7 +15,7 @@ CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 export CUDA_HOME FORCE_CUDA
 
-.PHONY: setup build test test-python test-cpp demo bench lint clean
+.PHONY: setup build test test-python test-cpp demo bench gpu-check lint clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ demo: build
 
 bench: build
 	$(PY) bench/purify_throughput.py
+
+# On a machine with an NVIDIA GPU and a CUDA torch (its own Python, no venv): build with CUDA, GPU
+# tests, benchmarks, training-step split; all figures in $(GPU_OUT)/gpu_check.json.
+GPU_OUT ?= runs/gpu_check
+gpu-check:
+	OUT=$(GPU_OUT) PYTHON=$${PYTHON:-python3} bash bench/gpu_check.sh
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -118,17 +118,20 @@ def corpus() -> str:
 
 
 def synthetic_tokenizer(text: str | None = None):
-    """A word-level PreTrainedTokenizerFast over `text` (default: corpus()) with Qwen's special tokens
-    (after the words) and a Qwen-style chat template."""
+    """A word-level fast tokenizer over `text` (default: corpus()) with Qwen's special tokens (after
+    the words) and a Qwen-style chat template."""
+    import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     words = dict.fromkeys(w for w, _ in pre.pre_tokenize_str(corpus() if text is None else text))
     vocab = {w: i for i, w in enumerate(["[UNK]", *words, *SPECIAL])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre
-    fast = PreTrainedTokenizerFast(
+    # transformers 4's Qwen processors accept only Qwen2TokenizerFast; 5's take any tokenizer.
+    v4 = int(transformers.__version__.split(".")[0]) < 5
+    cls = transformers.Qwen2TokenizerFast if v4 else transformers.PreTrainedTokenizerFast
+    fast = cls(
         tokenizer_object=tok,
         unk_token="[UNK]",
         pad_token="<|endoftext|>",

@@ -129,6 +129,11 @@ def test_box_view_outlines_the_cell_on_unmasked_crops(folders):
     seen, cells = clf._cells
     assert torch.equal(seen, out.regions)
     assert ((cells[:, 2] - cells[:, 0]) == 32).all() and ((cells[:, 3] - cells[:, 1]) == 32).all()
+    clf.max_regions, asked = 1, []  # under a budget the cells still come from observe()
+    cell_boxes = clf._cell_boxes
+    clf._cell_boxes = lambda regions: asked.append(regions) or cell_boxes(regions)
+    out = purifier(torch.rand(1, 3, 64, 64, generator=g), logits)
+    assert torch.equal(asked[0], out.regions) and torch.equal(clf._cells[0], out.regions)
     # A region box [0,0,64,64] with its cell [16,16,48,48]: the outline is red, the centre is not.
     pixels = clf.pixels(torch.zeros(1, 3, S, S), torch.tensor([[0.0, 0.0, 0.0, 64.0, 64.0, 0.0]]))
     red = (pixels[0, 0] == 1) & (pixels[0, 1] == 0) & (pixels[0, 2] == 0)

@@ -388,8 +388,8 @@ class HFVLMClassifier:
         q = torch.full((crops.shape[0], self.num_classes), 1.0 / self.num_classes, device=crops.device)
         keep = budget_indices(regions, self.max_regions)
         if keep.numel():
-            every = keep.numel() == crops.shape[0]
-            pixels = self.pixels(crops, regions) if every else self.pixels(crops[keep], regions[keep])
+            pixels = self.pixels(crops, regions)  # all regions, so that observe()'s cells match
+            pixels = pixels if keep.numel() == crops.shape[0] else pixels[keep]
             q[keep] = torch.softmax(self.class_scores(pixels) / self.temperature, dim=1).to(q.device)
         return q
 

@@ -41,7 +41,7 @@ test-cpp: setup
 	cd build/cmake && ctest --output-on-failure
 
 demo: build
-	$(VENV)/bin/semiearth-train --config configs/demo.yaml
+	$(VENV)/bin/semiearth-train --config configs/demo.yaml --overwrite
 
 bench: build
 	$(PY) bench/purify_throughput.py

@@ -56,7 +56,8 @@ TRAIN=(-m semiearth.cli.train --config configs/potsdam_dinov2.yaml --overwrite
     --set eval.mode=whole)
 step train_none $PYTHON "${TRAIN[@]}" --out "$OUT/train_none" --set purify.method=none
 step train_vlmpp $PYTHON "${TRAIN[@]}" --out "$OUT/train_vlmpp" --set purify.method=openclip \
-    --set "purify.classifier_options={model: ViT-B-16, pretrained: null, device: cuda}" --set purify.max_regions=16
+    --set "purify.classifier_options={model: ViT-B-16, pretrained: null, device: ${GPU_CHECK_DEVICE:-cuda}}" \
+    --set purify.max_regions=16
 [ -f bench/vlm_timing.py ] && step vlm_timing $PYTHON bench/vlm_timing.py --arch qwen2.5-vl-3b --device cuda \
     --regions 64 --json "$OUT/vlm_timing.json"
 

@@ -29,14 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from semiearth import ops  # noqa: E402
-from semiearth.purify import (  # noqa: E402
-    NoisyTeacher,
-    OracleClassifier,
-    PrototypeClassifier,
-    UniformClassifier,
-    VLMPurifier,
-)
+from semiearth.purify import NoisyTeacher, VLMPurifier  # noqa: E402
 from semiearth.purify.classifiers.classes import DATASET_CLASSES  # noqa: E402
+from semiearth.purify.classifiers.registry import classifier_class  # noqa: E402
 
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data")
 IGNORE = 255
@@ -145,12 +140,12 @@ def run(args) -> dict:
         teacher_stats = ops.purify_stats(logits, backend=args.backend)
         rows.append({"method": "teacher alone", **metrics(teacher_stats.label, teacher_stats.conf, gts, c)})
         classifiers = {
-            "uniform": UniformClassifier(c),
-            "oracle": OracleClassifier(c, gt=gts),
+            "uniform": classifier_class("uniform")(c),
+            "oracle": classifier_class("oracle")(c, gt=gts),
         }
         if fit is not None and not args.no_prototype:
             key = (dataset, name)
-            proto = PrototypeClassifier("efficientnet_lite0", num_classes=c, input_size=args.crop_size)
+            proto = classifier_class("prototype")("efficientnet_lite0", num_classes=c, input_size=args.crop_size)
             t = time.perf_counter()
             f_img = torch.cat([to_batch(i) for i, _ in fit])
             f_gt = torch.cat([to_batch(g) for _, g in fit])

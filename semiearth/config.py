@@ -98,9 +98,10 @@ class TrainConfig:
 
 @dataclass
 class PurifyConfig:
-    """VLM-PP hook. method none disables it; prototype/openclip/vlm/oracle pick the classifier."""
+    """VLM-PP hook. method none disables it; any other value names a classifier of the registry
+    (semiearth/purify/classifiers/registry.py) that the trainer can build: prototype, openclip, vlm, ..."""
 
-    method: Literal["none", "prototype", "openclip", "vlm", "oracle"] = "prototype"
+    method: str = "prototype"
     every: int = 2  # purify every k iterations (dataset configs use 1)
     low_thresh: float = 0.7
     cell: int = 32
@@ -243,6 +244,12 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
         if len(obj.scale_range) != 2:
             raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
+    if isinstance(obj, PurifyConfig):
+        from semiearth.purify.classifiers.registry import check_method  # the registry knows the methods
+
+        problem = check_method(obj.method)
+        if problem:
+            raise ConfigError(f"{_join(prefix, 'method')}: {problem}")
     _check_ranges(obj, prefix)
 
 

@@ -6,37 +6,22 @@ softmax; with one, VLM-PP (semiearth.purify) re-checks the low-confidence region
 
 from __future__ import annotations
 
-import time
-
 import torch
+
+from semiearth.purify.classifiers.registry import ClassifierContext, build_classifier
+from semiearth.purify.purifier import VLMPurifier
 
 
 def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
-    """A `semiearth.purify.VLMPurifier` for `cfg` (a PurifyConfig), or None for method none."""
+    """A `semiearth.purify.VLMPurifier` for `cfg` (a PurifyConfig), or None for method none.
+
+    The classifier is `cfg.method` in the classifier registry, built by its class's `from_config`.
+    """
     if cfg.method == "none":
         return None
-    try:
-        import semiearth.purify as vp
-    except ImportError as err:
-        raise RuntimeError(f"purify.method={cfg.method} needs semiearth.purify ({err}); use purify: none") from err
-    t0 = time.perf_counter()
-    if cfg.method == "prototype":
-        options = {"device": device, **cfg.classifier_options}
-        classifier = vp.PrototypeClassifier(
-            encoder=cfg.encoder, num_classes=data_cfg.num_classes, class_names=data_cfg.class_names, **options
-        )
-    elif cfg.method == "openclip":
-        classifier = vp.OpenClipClassifier(class_names=data_cfg.class_names, **cfg.classifier_options)
-    elif cfg.method == "vlm":
-        options = {"device": device, **cfg.classifier_options}
-        classifier = vp.HFVLMClassifier(class_names=data_cfg.class_names, **options)
-        log(
-            f"[semiearth] VLM classifier {classifier.model_name} loaded in {time.perf_counter() - t0:.1f}s "
-            f"({len(classifier.answers)} answer phrasings, view {classifier.view})"
-        )
-    else:
-        raise ValueError(f"purify.method: unknown method {cfg.method!r}")
-    purifier = vp.VLMPurifier(
+    ctx = ClassifierContext(purify=cfg, data=data_cfg, device=device, labelled=labelled_dataset, log=log)
+    classifier = build_classifier(cfg.method, ctx)
+    return VLMPurifier(
         classifier,
         data_cfg.num_classes,
         low_thresh=cfg.low_thresh,
@@ -50,35 +35,8 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         image_mean=tuple(data_cfg.mean),
         image_std=tuple(data_cfg.std),
         backend=cfg.backend,
-        mask_crops=getattr(classifier, "mask_crops", True),
+        mask_crops=getattr(classifier, "mask_crops", True),  # optional protocol attribute (_base.py)
     )
-    if cfg.method == "prototype":
-        n = len(labelled_dataset) if not cfg.fit_images else min(cfg.fit_images, len(labelled_dataset))
-        items = [labelled_dataset[i] for i in range(n)]
-        if not _same_size(items):
-            raise ValueError("purify: the prototype classifier is fitted on labelled images of one size")
-        images = torch.stack([it["image"] for it in items]).to(device)
-        masks = torch.stack([it["mask"] for it in items]).to(device)
-        mean = torch.tensor(data_cfg.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(data_cfg.std, device=device).view(1, 3, 1, 1)
-        classifier.fit((images - mean) / std, masks, purifier=purifier, ignore_index=data_cfg.ignore_index)
-        log(
-            f"[semiearth] prototype classifier ({cfg.encoder}) fitted on {n} labelled images in "
-            f"{time.perf_counter() - t0:.1f}s"
-        )
-    return purifier
-
-
-def _same_size(items) -> bool:
-    return len({tuple(it["image"].shape) for it in items}) == 1
-
-
-def _count(out, *names) -> int:
-    for name in names:
-        value = getattr(out, name, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 @torch.no_grad()
@@ -93,10 +51,12 @@ def pseudo_labels(purifier, images_w, logits_w, ignore=None):
     if purifier is None:
         return label_t, conf_t, info
     out = purifier(images_w, logits_w, ignore=ignore)
-    info["records"] = list(getattr(out, "records", []) or [])
-    info["timings"] = dict(getattr(out, "timings", {}) or {})
-    info["relabelled"] = _count(out, "relabelled", "n_relabelled", "pixels_relabelled")
-    info["confirmed"] = _count(out, "confirmed", "n_confirmed", "pixels_confirmed")
-    info["regions"] = _count(out, "num_regions", "n_regions") or len(info["records"])
-    info["output"] = out
+    info.update(
+        records=out.records,
+        timings=out.timings,
+        relabelled=out.relabelled,
+        confirmed=out.confirmed,
+        regions=out.num_regions,
+        output=out,
+    )
     return out.label, out.conf, info

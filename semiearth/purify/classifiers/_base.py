@@ -8,6 +8,10 @@ are class probabilities (non-negative, summing to 1), with attributes:
 - optional hook `observe(stats, regions, seg_table)`: VLMPurifier calls it before every
   classification with the batch's PurifyStats and region table (the oracle reads the segments
   from it; a VLM has no use for it).
+- optional `mask_crops` (default True): False asks crop_batch for plain crops, without masking the
+  pixels of other classes.
+- optional classmethod `from_config(ctx)` (ctx: registry.ClassifierContext): how the trainer builds
+  it from the config; the classifier is named by `purify.method` through registry.CLASSIFIERS.
 """
 
 import torch
@@ -73,6 +77,10 @@ class UniformClassifier:
         self.mean = (0.0, 0.0, 0.0)
         self.std = (1.0, 1.0, 1.0)
         self.class_names = list(class_names) if class_names is not None else None
+
+    @classmethod
+    def from_config(cls, ctx) -> "UniformClassifier":
+        return cls(ctx.data.num_classes, class_names=ctx.data.class_names, **ctx.purify.classifier_options)
 
     def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         check_crops("UniformClassifier", crops, regions)

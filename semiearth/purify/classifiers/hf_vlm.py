@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import inspect
 import os
+import time
 from collections.abc import Sequence
 
 import torch
@@ -179,6 +180,16 @@ class HFVLMClassifier:
     attn_implementation: passed to from_pretrained (None: transformers' default, sdpa). Qwen's vision
     tower runs sdpa once per attention window and crop, flash_attention_2 once per layer.
     """
+
+    @classmethod
+    def from_config(cls, ctx) -> "HFVLMClassifier":
+        t0 = time.perf_counter()
+        clf = cls(class_names=ctx.data.class_names, **{"device": ctx.device, **ctx.purify.classifier_options})
+        ctx.log(
+            f"[semiearth] VLM classifier {clf.model_name} loaded in {time.perf_counter() - t0:.1f}s "
+            f"({len(clf.answers)} answer phrasings, view {clf.view})"
+        )
+        return clf
 
     def __init__(
         self,

@@ -168,6 +168,10 @@ class OpenClipClassifier:
     learned logit scale.
     """
 
+    @classmethod
+    def from_config(cls, ctx) -> "OpenClipClassifier":
+        return cls(class_names=ctx.data.class_names, **ctx.purify.classifier_options)
+
     def __init__(
         self,
         model: str | torch.nn.Module = "ViT-B-32",

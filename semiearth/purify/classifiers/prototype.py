@@ -12,6 +12,7 @@ A class with no fit segment gets the mean logit of the others (neutral under rul
 """
 
 import math
+import time
 import warnings
 
 import torch
@@ -108,6 +109,38 @@ class PrototypeClassifier:
         self.center = None  # [D]
         self.present = None  # [C] bool
         self.fit_counts = None  # [C] segments per class used in fit
+
+    @classmethod
+    def from_config(cls, ctx) -> "PrototypeClassifier":
+        """`purify.encoder` fitted on the first `purify.fit_images` labelled images (0 = all), cut into
+        segments with the purifier's cell and context."""
+        t0 = time.perf_counter()
+        cfg, data = ctx.purify, ctx.data
+        options = {"device": ctx.device, **cfg.classifier_options}
+        clf = cls(encoder=cfg.encoder, num_classes=data.num_classes, class_names=data.class_names, **options)
+        labelled = ctx.labelled
+        n = len(labelled) if not cfg.fit_images else min(cfg.fit_images, len(labelled))
+        items = [labelled[i] for i in range(n)]
+        if len({tuple(it["image"].shape) for it in items}) != 1:
+            raise ValueError("purify: the prototype classifier is fitted on labelled images of one size")
+        images = torch.stack([it["image"] for it in items]).to(ctx.device)
+        masks = torch.stack([it["mask"] for it in items]).to(ctx.device)
+        mean = torch.tensor(data.mean, device=ctx.device).view(1, 3, 1, 1)
+        std = torch.tensor(data.std, device=ctx.device).view(1, 3, 1, 1)
+        clf.fit(
+            (images - mean) / std,
+            masks,
+            image_mean=tuple(data.mean),
+            image_std=tuple(data.std),
+            cell=cfg.cell,
+            context=cfg.context,
+            ignore_index=data.ignore_index,
+        )
+        ctx.log(
+            f"[semiearth] prototype classifier ({cfg.encoder}) fitted on {n} labelled images in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+        return clf
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,81 @@
+"""Classifier registry: the one place that knows the region classifiers by name.
+
+Adding a classifier = one module with the class (protocol in _base.py) plus one line in CLASSIFIERS
+(or `register_classifier(name, cls)` from outside the package). The config's `purify.method`
+choices, the trainer's VLM-PP hook (semiearth/train/purify_hook.py) and the benches read this table.
+
+The trainer builds a classifier with the class's `from_config(ctx: ClassifierContext)` classmethod;
+a class without one (the oracle: it needs the unlabelled batch's ground truth) can be used from code
+and the benches but not named as `purify.method`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+CLASSIFIERS: dict[str, str | type] = {
+    "uniform": "semiearth.purify.classifiers._base:UniformClassifier",
+    "oracle": "semiearth.purify.classifiers.oracle:OracleClassifier",
+    "prototype": "semiearth.purify.classifiers.prototype:PrototypeClassifier",
+    "openclip": "semiearth.purify.classifiers.openclip:OpenClipClassifier",
+    "vlm": "semiearth.purify.classifiers.hf_vlm:HFVLMClassifier",
+}
+
+
+@dataclass
+class ClassifierContext:
+    """What `from_config` gets: the purify and data config sections, the device, the labelled
+    training set (for classifiers fitted on labelled data) and the log function."""
+
+    purify: Any  # semiearth.config.PurifyConfig
+    data: Any  # semiearth.config.DataConfig
+    device: Any = "cpu"
+    labelled: Any = None
+    log: Callable[[str], None] = print
+
+
+def register_classifier(name: str, target: str | type) -> None:
+    """Register `name` -> a class or "module:Class" (for classifiers outside this package)."""
+    if name == "none":
+        raise ValueError("register_classifier: 'none' means VLM-PP off and cannot name a classifier")
+    CLASSIFIERS[name] = target
+
+
+def classifier_class(name: str) -> type:
+    if name not in CLASSIFIERS:
+        raise KeyError(f"unknown classifier {name!r}; known classifiers: {', '.join(sorted(CLASSIFIERS))}")
+    target = CLASSIFIERS[name]
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module_name), attr)
+    return target
+
+
+def trainer_methods() -> list[str]:
+    """Names the trainer can build (classes with `from_config`), sorted."""
+    return sorted(n for n in CLASSIFIERS if callable(getattr(classifier_class(n), "from_config", None)))
+
+
+def check_method(method: str) -> str | None:
+    """None when `purify.method` names a classifier the trainer can build (or is 'none'), else why not."""
+    if method == "none" or method in trainer_methods():
+        return None
+    allowed = ", ".join(["none", *trainer_methods()])
+    if method in CLASSIFIERS:
+        cls = classifier_class(method)
+        return (
+            f"{method!r} ({cls.__name__}) cannot be built by the trainer: it has no from_config "
+            f"(see semiearth/purify/classifiers/registry.py); one of {allowed}"
+        )
+    return f"{method!r} is not one of [{allowed}]"
+
+
+def build_classifier(name: str, ctx: ClassifierContext):
+    """The classifier `name` built from the config by its class's `from_config(ctx)`."""
+    problem = check_method(name)
+    if problem or name == "none":
+        raise ValueError(f"purify.method: {problem or 'none builds no classifier'}")
+    return classifier_class(name).from_config(ctx)

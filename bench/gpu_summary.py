@@ -88,10 +88,10 @@ def main(out: str) -> int:
         for name in t["failed"][:30]:
             print(f"  FAILED {name}")
     for name, split in summary["training"].items():
-        shares = ", ".join(
-            f"{k} {v * 1e3:.1f} ms ({split['stage_share_of_step'].get(k, 0):.1%})" for k, v in split["stage_s"].items()
-        )
-        print(f"{name}: step {split['step_s'] * 1e3:.1f} ms; {shares}")
+        share = split["stage_share_of_step"]
+        shares = ", ".join(f"{k} {v * 1e3:.1f} ms ({share[k]:.1%})" for k, v in split["stage_s"].items() if k in share)
+        data = split["stage_s"].get("data", 0.0) * 1e3
+        print(f"{name}: step {split['step_s'] * 1e3:.1f} ms; {shares}; data loading {data:.1f} ms (not in the step)")
         if split["purify_stage_s"]:
             sub = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in split["purify_stage_s"].items())
             print(f"  VLM-PP stages: {sub}; outside the stages {split['purify_outside_stages_s'] * 1e3:.2f} ms")

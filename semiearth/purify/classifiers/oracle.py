@@ -8,6 +8,24 @@ from semiearth.purify.classifiers._base import check_crops
 SCOPES = ("segment", "box")
 
 
+def segment_histogram(stats: PurifyStats, seg_table: torch.Tensor, gt: torch.Tensor, n: int, c: int, ignore_index=255):
+    """[n,c] float32: ground-truth class counts of the candidate pixels of each selected segment.
+
+    stats/seg_table [B,Hc,Wc,C] as select_regions made them, gt [B,H,W] int64 (ignore_index skipped).
+    The rows are what purification may change, so argmax of a row is the segment's true class.
+    """
+    gt = gt.to(stats.label.device)
+    b, h, w = stats.label.shape
+    valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
+    yy = torch.arange(h, device=gt.device) // stats.cell
+    xx = torch.arange(w, device=gt.device) // stats.cell
+    bb = torch.arange(b, device=gt.device)
+    region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
+    keep = stats.candidates & (region >= 0) & valid
+    idx = region[keep] * c + gt[keep]
+    return torch.bincount(idx, minlength=n * c)[: n * c].reshape(n, c).float()
+
+
 class OracleClassifier:
     """q[r] = ground-truth class histogram of region r's pixels (uniform when none is labelled).
 
@@ -76,15 +94,7 @@ class OracleClassifier:
             raise ValueError(f"OracleClassifier: gt is {tuple(gt.shape)} but the batch is {tuple(stats.label.shape)}")
         valid = (gt != self.ignore_index) & (gt >= 0) & (gt < c)
         if self.scope == "segment":
-            b, h, w = stats.label.shape
-            cell = stats.cell
-            yy = torch.arange(h, device=gt.device) // cell
-            xx = torch.arange(w, device=gt.device) // cell
-            bb = torch.arange(b, device=gt.device)
-            region = self._seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
-            keep = stats.candidates & (region >= 0) & valid
-            idx = region[keep] * c + gt[keep]
-            hist = torch.bincount(idx, minlength=n * c)[: n * c].reshape(n, c).float()
+            hist = segment_histogram(stats, self._seg_table, gt, n, c, self.ignore_index)
         else:
             hist = torch.zeros(n, c, device=gt.device)
             r = regions.to(gt.device)

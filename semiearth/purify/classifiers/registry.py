@@ -19,6 +19,7 @@ from typing import Any
 CLASSIFIERS: dict[str, str | type] = {
     "uniform": "semiearth.purify.classifiers._base:UniformClassifier",
     "oracle": "semiearth.purify.classifiers.oracle:OracleClassifier",
+    "noisy_oracle": "semiearth.purify.classifiers.noisy_oracle:NoisyOracleClassifier",
     "prototype": "semiearth.purify.classifiers.prototype:PrototypeClassifier",
     "openclip": "semiearth.purify.classifiers.openclip:OpenClipClassifier",
     "vlm": "semiearth.purify.classifiers.hf_vlm:HFVLMClassifier",

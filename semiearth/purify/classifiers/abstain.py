@@ -1,0 +1,163 @@
+"""AbstainingClassifier: a weak classifier answers only where it is likely right, else says nothing.
+
+Under rule "bayes" a uniform q is an exact no-op (p * (1/C)^trust renormalises to p), so a region
+classifier that returns uniform rows where it is unsure cannot hurt there. The wrapper:
+
+1. fit: measures the inner classifier on held-out labelled segments, cut by the same crop
+   pipeline as in training: either the purifier's own regions on teacher logits of the labelled
+   images (`logits=`, the hard boundary segments VLM-PP really sees) or every (cell, class) segment
+   of the ground truth. A classifier with its own `fit` (prototypes) is cross-fitted: fitted on the
+   other folds of images, measured on each fold, then refitted on all, so no segment is scored by
+   prototypes that saw it.
+2. calibrates: P(right | confidence) by isotonic regression (pool-adjacent-violators) of the
+   outcomes on the top-1 probability; `threshold` = the lowest confidence whose calibrated accuracy
+   reaches `min_accuracy` (the break-even region accuracy of bench/purify_quality.py's curves).
+3. call: q of the inner classifier where top-1 prob >= threshold, exactly 1/C elsewhere.
+"""
+
+import copy
+
+import torch
+
+from semiearth.ops import crop_batch
+from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.classifiers.oracle import segment_histogram
+from semiearth.purify.classifiers.prototype import crop_scale_shift, label_regions
+
+
+def isotonic(x: torch.Tensor, y: torch.Tensor):
+    """Non-decreasing least-squares fit of y on x (pool adjacent violators).
+
+    x, y [N] float -> (x sorted [N], fitted values [N]) so fitted[i] estimates E[y | x = x_sorted[i]].
+    """
+    order = torch.argsort(x, stable=True)
+    xs, ys = x[order].double(), y[order].double()
+    sums, counts = [], []
+    for v in ys.tolist():
+        sums.append(v)
+        counts.append(1)
+        while len(sums) > 1 and sums[-2] / counts[-2] > sums[-1] / counts[-1]:
+            s, n = sums.pop(), counts.pop()
+            sums[-1] += s
+            counts[-1] += n
+    fitted = torch.cat([torch.full((n,), s / n, dtype=torch.float64) for s, n in zip(sums, counts, strict=True)])
+    return xs, fitted
+
+
+class _Recorder:
+    """Passes the purifier's calls to `inner` and keeps the stats, seg_table and q of the last one."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        for attr in ("input_size", "mean", "std", "num_classes", "class_names"):
+            setattr(self, attr, getattr(inner, attr, None))
+        self.stats = self.seg_table = self.q = None
+
+    def observe(self, stats, regions, seg_table):
+        self.stats, self.seg_table = stats, seg_table
+        if callable(getattr(self.inner, "observe", None)):
+            self.inner.observe(stats, regions, seg_table)
+
+    def __call__(self, crops, regions):
+        self.q = self.inner(crops, regions)
+        return self.q
+
+
+class AbstainingClassifier:
+    """Wraps any classifier; its q where calibrated confidence reaches `min_accuracy`, uniform elsewhere.
+
+    `threshold` (top-1 probability) is set by `fit` (or by hand); before fitting the wrapper abstains
+    everywhere. `calibration`: the isotonic blocks (confidence from, to, segments, accuracy).
+    `last_keep` [N] bool: which regions of the latest call kept the inner q.
+    """
+
+    def __init__(self, inner, min_accuracy: float = 0.7, folds: int = 2):
+        if not 0.0 < min_accuracy <= 1.0:
+            raise ValueError(f"AbstainingClassifier: min_accuracy must be in (0, 1], got {min_accuracy!r}")
+        self.inner = inner
+        self.min_accuracy = float(min_accuracy)
+        self.folds = int(folds)
+        for attr in ("input_size", "mean", "std", "num_classes", "class_names"):
+            setattr(self, attr, getattr(inner, attr, None))
+        self.mask_crops = getattr(inner, "mask_crops", True)
+        self.threshold = float("inf")
+        self.calibration = []
+        self.fit_outcomes = None
+        self.last_keep = None
+
+    def observe(self, stats, regions, seg_table):
+        if callable(getattr(self.inner, "observe", None)):
+            self.inner.observe(stats, regions, seg_table)
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        check_crops("AbstainingClassifier", crops, regions)
+        q = self.inner(crops, regions).float()
+        keep = q.amax(dim=1) >= self.threshold if q.shape[0] else torch.zeros(0, dtype=torch.bool)
+        self.last_keep = keep.cpu()
+        return torch.where(keep[:, None], q, torch.full_like(q, 1.0 / q.shape[1]))
+
+    @torch.no_grad()
+    def fit(self, images, masks, purifier, logits=None, fit_inner=None, ignore_index=255, **fit_kwargs):
+        """Calibrate on labelled images [B,3,H,W] (normalised like the purifier's input, or uint8)
+        and masks [B,H,W] int64; `logits` [B,C,H,W]: teacher logits of these images (optional).
+
+        fit_inner (default: the inner classifier has `fit`): cross-fit it over `folds` image folds
+        with `inner.fit(images, masks, purifier=purifier, ignore_index=..., **fit_kwargs)`.
+        """
+        fit_inner = callable(getattr(self.inner, "fit", None)) if fit_inner is None else fit_inner
+        b = images.shape[0]
+        if fit_inner and b < self.folds:
+            raise ValueError(f"AbstainingClassifier.fit: cross-fitting needs >= {self.folds} images, got {b}")
+        conf, right = [], []
+        folds = torch.arange(b) % self.folds if fit_inner else torch.zeros(b, dtype=torch.long)
+        for k in folds.unique().tolist():
+            held = (folds == k).nonzero().flatten()
+            if fit_inner:
+                train = (folds != k).nonzero().flatten()
+                self.inner.fit(images[train], masks[train], purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
+            sub_logits = logits[held] if logits is not None else None
+            c, r = self.outcomes(images[held], masks[held], purifier, sub_logits, ignore_index)
+            conf.append(c)
+            right.append(r)
+        if fit_inner:
+            self.inner.fit(images, masks, purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
+        self.calibrate(torch.cat(conf), torch.cat(right))
+        return self
+
+    def outcomes(self, images, masks, purifier, logits=None, ignore_index=255):
+        """(top-1 prob [N], right [N] bool) of the inner classifier on labelled segments."""
+        c = self.num_classes
+        if logits is not None:
+            rec = _Recorder(self.inner)
+            p = copy.copy(purifier)
+            p.classifier = rec
+            out = p(images, logits)
+            if out.num_regions == 0:
+                return torch.zeros(0), torch.zeros(0, dtype=torch.bool)
+            hist = segment_histogram(rec.stats, rec.seg_table, masks, out.num_regions, c, ignore_index).cpu()
+            labelled = hist.sum(dim=1) > 0
+            q, truth = rec.q.float().cpu()[labelled], hist.argmax(dim=1)[labelled]
+        else:
+            regions = label_regions(masks, c, purifier.cell, purifier.context, 64, ignore_index)
+            labels = torch.where(masks == ignore_index, torch.full_like(masks, -1), masks)
+            scale, shift = crop_scale_shift(images, purifier.image_mean, purifier.image_std, self.mean, self.std)
+            size = int(self.input_size)
+            crops = crop_batch(images, regions.to(images.device), size, labels, scale, shift, mask=True)
+            q, truth = self.inner(crops, regions).float().cpu(), regions[:, 5].long().cpu()
+        return q.amax(dim=1), q.argmax(dim=1) == truth
+
+    def calibrate(self, conf: torch.Tensor, right: torch.Tensor) -> "AbstainingClassifier":
+        """Isotonic P(right | conf); threshold = lowest conf whose calibrated accuracy >= min_accuracy."""
+        self.fit_outcomes = (conf.clone(), right.clone())
+        if conf.numel() == 0:
+            self.threshold, self.calibration = float("inf"), []
+            return self
+        xs, fitted = isotonic(conf.float(), right.float())
+        ok = fitted >= self.min_accuracy - 1e-12
+        self.threshold = float(xs[ok.nonzero()[0, 0]]) if bool(ok.any()) else float("inf")
+        self.calibration = []
+        for v in fitted.unique_consecutive().tolist():
+            sel = fitted == v
+            self.calibration.append((float(xs[sel].min()), float(xs[sel].max()), int(sel.sum()), v))
+        return self

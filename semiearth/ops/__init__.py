@@ -1,4 +1,6 @@
-"""The three kernels of VLM-PP, each with backend="auto"|"torch"|"cpp"|"cuda"|"triton".
+"""The three kernels of VLM-PP, each with backend="auto" or one of its own backends (`backends(op)`,
+the per-op table OP_BACKENDS in _extension.py): purify_stats and purify_apply torch|cpp|triton,
+crop_batch torch|cpp|cuda. A backend an op does not have is a ValueError naming those it has.
 
 - purify_stats: confidence, pseudo-label, LOW/BOUNDARY/IGNORED flags and per-cell pooling.
 - crop_batch: mask-to-crop batching of regions for the VLM (roi_align sampling + normalisation).
@@ -7,7 +9,7 @@
 The `*_reference` functions are the plain-torch specifications the fast paths are tested against.
 """
 
-from semiearth.ops._extension import has_cpp, has_cuda_kernels
+from semiearth.ops._extension import OP_BACKENDS, backends, has_cpp, has_cuda_kernels
 from semiearth.ops.crop_batch import crop_batch, crop_batch_reference
 from semiearth.ops.purify_apply import RULES, purify_apply, purify_apply_reference, rule_weights
 from semiearth.ops.purify_stats import (
@@ -23,8 +25,10 @@ __all__ = [
     "BOUNDARY",
     "IGNORED",
     "LOW",
+    "OP_BACKENDS",
     "RULES",
     "PurifyStats",
+    "backends",
     "crop_batch",
     "crop_batch_reference",
     "has_cpp",

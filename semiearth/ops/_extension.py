@@ -6,7 +6,15 @@ from functools import cache
 
 import torch
 
-BACKENDS = ("auto", "torch", "cpp", "cuda", "triton")
+# The per-op backend table: the backends each op has, and the only names its `backend=` accepts
+# besides "auto". A new backend of an op = its kernel, one name here and one branch in ops/<op>.py.
+OP_BACKENDS: dict[str, tuple[str, ...]] = {
+    "purify_stats": ("torch", "cpp", "triton"),
+    "crop_batch": ("torch", "cpp", "cuda"),
+    "purify_apply": ("torch", "cpp", "triton"),
+}
+GPU_BACKENDS = ("triton", "cuda")  # "auto" on CUDA tensors picks the op's one of these
+BACKENDS = ("auto", *sorted({b for names in OP_BACKENDS.values() for b in names}))  # every name, some op
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (or `make test`)"
 
 
@@ -48,17 +56,26 @@ def _warn_reference_once(op: str) -> None:
     )
 
 
-def resolve(op: str, backend: str, device: torch.device, gpu_backend: str) -> str:
-    """Map `backend` ("auto" or explicit) to the one that will run, or raise a clear error.
+def backends(op: str) -> tuple[str, ...]:
+    """The backends `op` has (OP_BACKENDS), without "auto"."""
+    return OP_BACKENDS[op]
 
-    "auto": `gpu_backend` ("triton" or "cuda") for CUDA tensors, "cpp" for CPU tensors, and the
-    torch reference (with one warning) when the extension is not built.
+
+def resolve(op: str, backend: str, device: torch.device) -> str:
+    """Map `backend` ("auto" or one of the op's backends in OP_BACKENDS) to the one that will run,
+    or raise a clear error; a backend the op does not have is a ValueError listing those it has.
+
+    "auto": the op's GPU backend ("triton" or "cuda") for CUDA tensors, "cpp" for CPU tensors, and
+    the torch reference (with one warning) when the extension is not built.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto" and backend not in OP_BACKENDS[op]:
+        raise ValueError(
+            f"{op}: backend must be 'auto' or one of the backends {op} has ({', '.join(OP_BACKENDS[op])}), "
+            f"got {backend!r}"
+        )
     if backend == "auto":
         if device.type == "cuda":
-            backend = gpu_backend
+            backend = next(b for b in OP_BACKENDS[op] if b in GPU_BACKENDS)
         elif device.type == "cpu" and has_cpp():
             return "cpp"
         else:

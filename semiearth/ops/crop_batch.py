@@ -48,7 +48,7 @@ def crop_batch(
     shift_t = channelwise("shift", shift, images.device)
     check_same_device(OP, "images", images, regions=regions, labels=labels)
     use_mask = bool(mask) and labels is not None
-    backend = resolve(OP, backend, images.device, gpu_backend="cuda")
+    backend = resolve(OP, backend, images.device)
     if backend == "torch":
         return crop_batch_reference(images, regions, size, labels, scale_t, shift_t, use_mask, fill)
     labels_c = labels.contiguous() if use_mask else None

@@ -45,7 +45,7 @@ def purify_apply(
     weights = rule_weights(q, rule, trust)
     if rule == "bayes":
         seg_table = drop_neutral_regions(seg_table, weights)
-    backend = resolve(OP, backend, logits.device, gpu_backend="triton")
+    backend = resolve(OP, backend, logits.device)
     if backend == "torch":
         return purify_apply_reference(logits, stats, seg_table, weights, RULES[rule], tau)
     if backend == "triton":

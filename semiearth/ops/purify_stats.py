@@ -65,7 +65,7 @@ def purify_stats(
         if tuple(ignore.shape) != (b, h, w):
             raise ValueError(f"{OP}: ignore must have shape {(b, h, w)} to match logits, got {tuple(ignore.shape)}")
         check_same_device(OP, "logits", logits, ignore=ignore)
-    backend = resolve(OP, backend, logits.device, gpu_backend="triton")
+    backend = resolve(OP, backend, logits.device)
     if backend == "torch":
         return purify_stats_reference(logits, low_thresh, radius, cell, ignore)
     if backend == "cpp":  # the C++ kernel counts the non-finite pixels; the error is raised here

@@ -8,16 +8,18 @@ label, conf = purify_apply(logits, stats, ...) fuse q into the candidate pixels 
 """
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 
-from semiearth.ops import PurifyStats, crop_batch, purify_apply, purify_stats
+from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purify_stats
+from semiearth.ops._extension import BACKENDS
+from semiearth.ops._validate import check_int, check_unit_interval
 from semiearth.ops.purify_apply import RULES
 from semiearth.purify.classifiers._base import as_triple, check_probabilities
 from semiearth.purify.classifiers.prototype import crop_scale_shift
 from semiearth.purify.regions import select_regions
+from semiearth.timing import StageTimer
 
 STAGES = ("stats", "select", "crop", "classify", "apply")
 
@@ -56,6 +58,8 @@ class VLMPurifier:
     feeds the teacher), or uint8 RGB. crop_batch undoes that and applies the classifier's mean/std in
     the same pass. Boxes are in the logits' pixel frame; images and logits must have the same size.
     `admit_thresh` (the loss threshold, 0.95) only decides what a record counts as "confirmed".
+    backend: "auto" or a backend name (semiearth.ops.OP_BACKENDS); each op runs it where the op has
+    it and "auto" where it does not (crop_batch has no "triton", purify_stats no "cuda").
     """
 
     def __init__(
@@ -96,11 +100,11 @@ class VLMPurifier:
         if not isinstance(trust, (int, float)) or not math.isfinite(trust) or trust < 0:
             raise ValueError(f"VLMPurifier: trust must be a finite number >= 0, got {trust!r}")
         for name, v in (("low_thresh", low_thresh), ("tau", tau), ("admit_thresh", admit_thresh)):
-            if not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise ValueError(f"VLMPurifier: {name} must be in (0, 1], got {v!r}")
+            check_unit_interval("VLMPurifier", name, v)
         for name, v, lo in (("cell", cell, 1), ("radius", radius, 0), ("max_regions", max_regions, 0)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"VLMPurifier: {name} must be an integer >= {lo}, got {v!r}")
+            check_int("VLMPurifier", name, v, lo)
+        if backend not in BACKENDS:
+            raise ValueError(f"VLMPurifier: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.classifier = classifier
         self.num_classes = num_classes
         self.low_thresh, self.cell, self.rule, self.trust = float(low_thresh), cell, rule, float(trust)
@@ -118,6 +122,10 @@ class VLMPurifier:
     @property
     def class_names(self):
         return getattr(self.classifier, "class_names", None)
+
+    def backend_of(self, op: str) -> str:
+        """`backend` where `op` has it, else "auto"."""
+        return self.backend if self.backend in backends(op) else "auto"
 
     def _check(self, images, logits, ignore):
         if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
@@ -144,27 +152,22 @@ class VLMPurifier:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, logits: torch.Tensor, ignore: torch.Tensor | None = None) -> PurifyOutput:
         self._check(images, logits, ignore)
-        timings = dict.fromkeys(STAGES, 0.0)
-        sync = torch.cuda.synchronize if logits.is_cuda else (lambda: None)
-
-        t = time.perf_counter()
-        stats = purify_stats(logits, self.low_thresh, self.radius, self.cell, ignore, backend=self.backend)
-        sync()
-        timings["stats"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        regions, seg_table = select_regions(
-            stats, self.max_regions, self.min_pixels, self.context, self.boundary_weight
-        )
-        sync()
-        timings["select"] = time.perf_counter() - t
+        timer = StageTimer(logits.device, STAGES)
+        with timer("stats"):
+            stats = purify_stats(
+                logits, self.low_thresh, self.radius, self.cell, ignore, backend=self.backend_of("purify_stats")
+            )
+        with timer("select"):
+            regions, seg_table = select_regions(
+                stats, self.max_regions, self.min_pixels, self.context, self.boundary_weight
+            )
         n = regions.shape[0]
         if n == 0:
             return PurifyOutput(
                 stats.label,
                 stats.conf,
                 [],
-                timings,
+                dict(timer.total),
                 0,
                 0,
                 0,
@@ -174,41 +177,34 @@ class VLMPurifier:
                 self.class_names,
             )
 
-        t = time.perf_counter()
-        scale, shift = crop_scale_shift(
-            images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std
-        )
-        crops = crop_batch(
-            images,
-            regions,
-            int(self.classifier.input_size),
-            stats.label if self.mask_crops else None,
-            scale,
-            shift,
-            mask=self.mask_crops,
-            backend=self.backend if self.backend != "triton" else "auto",
-        )
-        sync()
-        timings["crop"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        observe = getattr(self.classifier, "observe", None)
-        if callable(observe):
-            observe(stats, regions, seg_table)
-        q = self.classifier(crops, regions)
-        name = f"classifier {type(self.classifier).__name__}"
-        q = check_probabilities(name, q, n, self.num_classes).to(logits.device)
-        sync()
-        timings["classify"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        label, conf = purify_apply(logits, stats, seg_table, q, self.rule, self.trust, self.tau, backend=self.backend)
-        sync()
-        timings["apply"] = time.perf_counter() - t
-
+        with timer("crop"):
+            scale, shift = crop_scale_shift(
+                images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std
+            )
+            crops = crop_batch(
+                images,
+                regions,
+                int(self.classifier.input_size),
+                stats.label if self.mask_crops else None,
+                scale,
+                shift,
+                mask=self.mask_crops,
+                backend=self.backend_of("crop_batch"),
+            )
+        with timer("classify"):
+            observe = getattr(self.classifier, "observe", None)  # optional protocol hook (_base.py)
+            if callable(observe):
+                observe(stats, regions, seg_table)
+            q = self.classifier(crops, regions)
+            name = f"classifier {type(self.classifier).__name__}"
+            q = check_probabilities(name, q, n, self.num_classes).to(logits.device)
+        with timer("apply"):
+            label, conf = purify_apply(
+                logits, stats, seg_table, q, self.rule, self.trust, self.tau, backend=self.backend_of("purify_apply")
+            )
         records, relabelled, confirmed = self.records(stats, seg_table, regions, q, label, conf)
         return PurifyOutput(
-            label, conf, records, timings, relabelled, confirmed, n, stats, regions, q, self.class_names
+            label, conf, records, dict(timer.total), relabelled, confirmed, n, stats, regions, q, self.class_names
         )
 
     def records(self, stats, seg_table, regions, q, label, conf):

@@ -17,7 +17,8 @@ import sys
 
 from semiearth.data.classes import LabelError
 from semiearth.data.io import DataError
-from semiearth.data.prepare import DATASETS, DEFAULT_RATIOS, check_splits, config_hint, prepare
+from semiearth.data.prepare import DEFAULT_RATIOS, check_splits, config_hint, prepare
+from semiearth.data.registry import preparable_datasets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tile a dataset's scenes, convert its labels to train ids, write seeded split lists "
         "(labelled/unlabelled at each ratio, val, test) and a class-frequency summary.",
     )
-    p.add_argument("dataset", choices=(*DATASETS, "check"), help="dataset to prepare (or 'check' an --out folder)")
+    p.add_argument(
+        "dataset", choices=(*preparable_datasets(), "check"), help="dataset to prepare (or 'check' an --out folder)"
+    )
     p.add_argument("--src", help="the official download (unpacked)")
     p.add_argument("--out", required=True, help="output folder (data.root for training)")
     p.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semiearth.data.classes import IGNORE_INDEX, DatasetSpec, check_train_ids
-from semiearth.data.io import DataError, read_image, read_label
+from semiearth.data.io import DataError, Scene, list_images, read_image, read_label
 
 PREPARED_META = "semiearth.json"
 SPLIT_NAMES = ("labeled", "unlabeled", "val", "test")
@@ -244,6 +244,10 @@ class FolderDataset(SegmentationDataset):
 
     OPTIONS = ("unlabeled_masks", "auto_split")
 
+    @staticmethod
+    def find_scenes(src: str, num_classes: int, **kw) -> list[Scene]:
+        return folder_scenes(src, num_classes, **kw)
+
     def detect_official(self) -> str | None:
         if not self.options.get("auto_split"):
             return None
@@ -266,3 +270,27 @@ class FolderDataset(SegmentationDataset):
         if not items:
             raise DataError(f"no images with masks in {img_dir}")
         return items
+
+
+def folder_scenes(src: str, num_classes: int, **_) -> list[Scene]:
+    """Generic source for ``semiearth-prepare folder``: images/ (or JPEGImages/) + masks/ (or
+    SegmentationClass/) with train-id masks 0..C-1, 255 ignore; one pool."""
+    enc = {i: i for i in range(num_classes)}
+    enc[IGNORE_INDEX] = IGNORE_INDEX
+    for img_name, mask_name in (("images", "masks"), ("JPEGImages", "SegmentationClass")):
+        img_dir = os.path.join(src, img_name)
+        if os.path.isdir(img_dir):
+            scenes = []
+            for p in list_images(img_dir):
+                stem = os.path.splitext(os.path.basename(p))[0]
+                label = next(
+                    (
+                        os.path.join(src, mask_name, stem + e)
+                        for e in (".png", ".tif")
+                        if os.path.isfile(os.path.join(src, mask_name, stem + e))
+                    ),
+                    None,
+                )
+                scenes.append(Scene(stem, p, label, "pool" if label else "unlabeled", "index", enc))
+            return scenes
+    raise FileNotFoundError(f"folder not found: {os.path.join(src, 'images')} (or JPEGImages/)")

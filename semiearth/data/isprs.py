@@ -198,6 +198,10 @@ class Potsdam(_ISPRS):
     spec = POTSDAM
     prepare_name = "potsdam"
 
+    @staticmethod
+    def find_scenes(src: str, **kw) -> list[Scene]:
+        return find_potsdam_scenes(src, **kw)
+
 
 class Vaihingen(_ISPRS):
     """ISPRS Vaihingen, 6 classes, IRRG images."""
@@ -205,5 +209,6 @@ class Vaihingen(_ISPRS):
     spec = VAIHINGEN
     prepare_name = "vaihingen"
 
-
-find_scenes = {"potsdam": find_potsdam_scenes, "vaihingen": find_vaihingen_scenes}
+    @staticmethod
+    def find_scenes(src: str, **kw) -> list[Scene]:
+        return find_vaihingen_scenes(src, **kw)

@@ -57,6 +57,10 @@ def decode_loveda(raw, path: str):
 class LoveDA(SegmentationDataset):
     spec = LOVEDA
 
+    @staticmethod
+    def find_scenes(src: str, **kw) -> list:
+        return find_scenes(src, **kw)
+
     def detect_official(self) -> str | None:
         return detect_layout(self.root)
 

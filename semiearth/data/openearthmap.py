@@ -62,6 +62,10 @@ def decode_oem(raw, path: str):
 class OpenEarthMap(SegmentationDataset):
     spec = OPENEARTHMAP
 
+    @staticmethod
+    def find_scenes(src: str, **kw) -> list[Scene]:
+        return find_scenes(src, **kw)
+
     def detect_official(self) -> str | None:
         return detect_layout(self.root)
 

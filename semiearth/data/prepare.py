@@ -1,7 +1,10 @@
 """``semiearth-prepare``: official dataset downloads -> a prepared folder that every SemiEarth dataset
 class reads.
 
-What it does, per source scene (see each dataset module's ``find_scenes`` for the layouts read):
+What it does, per source scene (see each dataset class's ``find_scenes`` for the layouts read; the
+datasets are those of semiearth.data.registry whose class has one), in four steps -- read, tile,
+split, write (:func:`read_scene`, :func:`cut_tiles`, :func:`split_tiles`, :func:`write_splits` and
+:func:`write_meta`):
 
 1. reads the image (all bands, raw dtype) and its label, checks that both have the same size, and
    converts the label to train ids through the dataset's stated encoding
@@ -52,7 +55,6 @@ from semiearth.data.io import (
     Scene,
     image_bands,
     is_geotiff,
-    list_images,
     read_label,
     read_label_palette,
     read_raster,
@@ -61,9 +63,9 @@ from semiearth.data.io import (
     write_index_png,
     write_raster_png,
 )
+from semiearth.data.registry import class_spec, scene_finder
 
 DEFAULT_RATIOS = ("1/100", "5/100", "10/100")
-DATASETS = ("loveda", "potsdam", "vaihingen", "openearthmap", "folder")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -124,46 +126,11 @@ class Tile:
     valid_px: int
 
 
-def folder_scenes(src: str, num_classes: int, **_) -> list[Scene]:
-    """Generic source for ``semiearth-prepare folder``: images/ (or JPEGImages/) + masks/ (or
-    SegmentationClass/) with train-id masks 0..C-1, 255 ignore; one pool."""
-    enc = {i: i for i in range(num_classes)}
-    enc[IGNORE_INDEX] = IGNORE_INDEX
-    for img_name, mask_name in (("images", "masks"), ("JPEGImages", "SegmentationClass")):
-        img_dir = os.path.join(src, img_name)
-        if os.path.isdir(img_dir):
-            scenes = []
-            for p in list_images(img_dir):
-                stem = os.path.splitext(os.path.basename(p))[0]
-                label = next(
-                    (
-                        os.path.join(src, mask_name, stem + e)
-                        for e in (".png", ".tif")
-                        if os.path.isfile(os.path.join(src, mask_name, stem + e))
-                    ),
-                    None,
-                )
-                scenes.append(Scene(stem, p, label, "pool" if label else "unlabeled", "index", enc))
-            return scenes
-    raise FileNotFoundError(f"folder not found: {os.path.join(src, 'images')} (or JPEGImages/)")
-
-
 def find_scenes(dataset: str, src: str, **kw) -> list[Scene]:
+    """The source scenes of `dataset` in `src`, by the dataset class's own `find_scenes` (registry)."""
     if not os.path.isdir(src):
         raise FileNotFoundError(f"source folder not found: {src}")
-    if dataset == "loveda":
-        from semiearth.data.loveda import find_scenes as f
-    elif dataset in ("potsdam", "vaihingen"):
-        from semiearth.data.isprs import find_scenes as table
-
-        f = table[dataset]
-    elif dataset == "openearthmap":
-        from semiearth.data.openearthmap import find_scenes as f
-    elif dataset == "folder":
-        f = folder_scenes
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
-    scenes = f(src, **kw)
+    scenes = scene_finder(dataset)(src, **kw)
     if not scenes:
         raise DataError(f"no {dataset} scenes found in {src}")
     names = [s.name for s in scenes]
@@ -351,15 +318,16 @@ def prepare(
         parse_ratio(r)
         tags.append((parse_ratio(r), _ratio_tag_text(r)))
     tags = sorted(dict((t, r) for r, t in tags).items(), key=lambda x: x[1])  # unique tags, by ratio
-    if dataset == "folder":
+    scene_finder(dataset)  # an unknown dataset fails here, before any work
+    spec = class_spec(dataset)  # the dataset's class table; None: the user gives --num-classes
+    if spec is None:
         if not num_classes:
-            raise ValueError("semiearth-prepare folder needs --num-classes")
+            raise ValueError(f"semiearth-prepare {dataset} needs --num-classes")
         class_names = [f"class_{i}" for i in range(num_classes)]
         from semiearth.data.classes import default_palette
 
         palette = [list(c) for c in default_palette(num_classes)]
     else:
-        spec = SPECS[dataset]
         num_classes, class_names, palette = spec.num_classes, list(spec.class_names), [list(c) for c in spec.palette]
 
     scenes = find_scenes(
@@ -378,11 +346,13 @@ def prepare(
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-", dir=parent)
+    plan = Plan(
+        dataset=dataset, src=src, tile=tile, stride=stride, tags=tags, seed=seed, val_frac=val_frac,
+        test_frac=test_frac, on_unknown=on_unknown, label_variant=label_variant, num_classes=num_classes,
+        class_names=class_names, palette=palette, check_palette=spec is not None, value_scale=value_scale,
+    )  # fmt: skip
     try:
-        summary = _prepare_into(
-            out, final_out, dataset, src, scenes, tile, stride, tags, seed, val_frac, test_frac, on_unknown,
-            label_variant, num_classes, class_names, palette, value_scale, progress, log,
-        )  # fmt: skip
+        summary = _prepare_into(out, scenes, plan, progress=progress, log=log)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -393,132 +363,194 @@ def prepare(
     return summary
 
 
-def _prepare_into(
-    out, final_out, dataset, src, scenes, tile, stride, tags, seed, val_frac, test_frac, on_unknown,
-    label_variant, num_classes, class_names, palette, value_scale, progress, log,
-) -> dict:  # fmt: skip
-    split_of, level = assign_splits(scenes, val_frac, test_frac, seed)
-    if level == "tile" and stride < tile:
+@dataclass(frozen=True)
+class Plan:
+    """The arguments of one `prepare` call that its steps read."""
+
+    dataset: str
+    src: str
+    tile: int
+    stride: int
+    tags: list  # [(folder tag, Fraction)] sorted by ratio
+    seed: int
+    val_frac: float
+    test_frac: float
+    on_unknown: str
+    label_variant: str
+    num_classes: int
+    class_names: list
+    palette: list
+    check_palette: bool  # palette PNG labels must use the dataset's colours (datasets with a class table)
+    value_scale: float
+
+
+def _prepare_into(out: str, scenes: list[Scene], plan: Plan, *, progress: bool, log) -> dict:
+    """read -> tile (per scene), then split -> write, into the (temporary) folder `out`."""
+    split_of, level = assign_splits(scenes, plan.val_frac, plan.test_frac, plan.seed)
+    if level == "tile" and plan.stride < plan.tile:
         raise DataError(
             f"only {sum(s.label is not None for s in scenes)} labelled scene(s): val/test are held out per tile, "
-            f"which needs --stride >= --tile (got {stride} < {tile}) so that splits share no pixels"
+            f"which needs --stride >= --tile (got {plan.stride} < {plan.tile}) so that splits share no pixels"
         )
+    tiles: list[Tile] = []
+    scene_meta: dict[str, dict] = {}
+    unknown_report: dict[str, dict] = {}
+    failed = False
+    for scene in _progress(scenes, plan.dataset, progress):
+        raster, mask, unknown = read_scene(scene, plan=plan)
+        if unknown:
+            unknown_report[scene.label] = unknown
+            failed = failed or plan.on_unknown == "error"
+        if failed:
+            continue  # keep checking labels for the full report, write nothing more
+        scene_meta[scene.name] = scene_record(scene, raster, split=split_of[scene.name])
+        tiles += cut_tiles(scene, raster, mask, out=out, plan=plan)
+    report_unknown(unknown_report, plan=plan, log=log)
+    by_split = split_tiles(tiles, split_of, level, plan=plan)
+    lists, ratio_info = write_splits(out, tiles, by_split, plan=plan)
+    write_meta(out, plan=plan, level=level, ratio_info=ratio_info, unknown=unknown_report, scenes=scene_meta,
+               tiles=tiles)  # fmt: skip
+    check_splits(out)
+    summary = summarise(out, tiles, lists, plan.num_classes, plan.class_names)
+    log(summary_markdown(summary))
+    summary["tiles"], summary["scenes"] = len(tiles), len(scene_meta)
+    return summary
 
+
+def _progress(scenes: list[Scene], dataset: str, progress: bool):
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        tqdm = None
-    it = scenes
-    if progress and tqdm is not None:
-        it = tqdm(scenes, desc=f"prepare {dataset}", unit="scene", file=sys.stderr)
+        return scenes
+    return tqdm(scenes, desc=f"prepare {dataset}", unit="scene", file=sys.stderr) if progress else scenes
 
-    tiles: list[Tile] = []
-    scene_meta = {}
-    unknown_report: dict[str, dict] = {}
-    failed = False
-    for scene in it:
-        raster = read_raster(scene.image)
-        h, w = raster.shape
-        mask = None
-        if scene.label is not None:
-            mask, unknown = convert_label(scene, on_unknown, palette if dataset != "folder" else None, dataset)
-            if mask.shape != (h, w):
-                raise DataError(
-                    f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"
-                )
-            if unknown:
-                unknown_report[scene.label] = {str(k): v for k, v in unknown.items()}
-                if on_unknown == "error":
-                    failed = True
-            bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
-            if bad.any():
-                vals, cnts = np.unique(mask[bad], return_counts=True)
-                raise LabelError(
-                    f"{scene.label}: label values outside the class range 0..{num_classes - 1}: "
-                    + ", ".join(f"{v}: {c} px" for v, c in zip(vals.tolist(), cnts.tolist(), strict=True))
-                )
-            if raster.valid is not None:
-                mask = mask.copy()
-                mask[~raster.valid] = IGNORE_INDEX
-        if failed:
-            continue  # keep checking labels for the full report, write nothing more
-        geo = is_geotiff(scene.image)
-        ext = ".tif" if geo or not (raster.data.dtype == np.uint8 and raster.data.shape[0] in (1, 3, 4)) else ".png"
-        scene_meta[scene.name] = {
-            "image": os.path.abspath(scene.image),
-            "label": os.path.abspath(scene.label) if scene.label else None,
-            "role": scene.role,
-            "split": split_of[scene.name],
-            "height": h,
-            "width": w,
-            "bands": int(raster.data.shape[0]),
-            "dtype": raster.data.dtype.name,
-            "crs": str(raster.crs) if raster.crs else None,
-            "transform": list(raster.transform)[:6] if raster.transform is not None else None,
-        }
-        for y0 in tile_starts(h, tile, stride):
-            for x0 in tile_starts(w, tile, stride):
-                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                name = f"{scene.name}_{x0}_{y0}_{x1}_{y1}"
-                data = raster.data[:, y0:y1, x0:x1]
-                img_rel = f"images/{name}{ext}"
-                if ext == ".tif":
-                    tr = None
-                    if raster.transform is not None and geo:
-                        from affine import Affine
 
-                        tr = raster.transform @ Affine.translation(x0, y0)  # the tile's own georeference
-                    write_geotiff(os.path.join(out, img_rel), np.ascontiguousarray(data), raster.crs, tr, raster.nodata)
-                else:
-                    write_raster_png(os.path.join(out, img_rel), np.ascontiguousarray(data))
-                valid = raster.valid[y0:y1, x0:x1] if raster.valid is not None else None
-                rgb = (
-                    to_rgb_float(data, value_scale, scene.image)
-                    if data.shape[0] != 2
-                    else to_rgb_float(data[:1], value_scale)
-                )
-                if valid is not None:
-                    rgb = rgb[:, valid]
-                rgb = rgb.reshape(3, -1).astype(np.float64)
-                mask_rel, counts = None, [0] * (num_classes + 1)
-                if mask is not None:
-                    m = mask[y0:y1, x0:x1]
-                    mask_rel = f"masks/{name}.png"
-                    write_index_png(os.path.join(out, mask_rel), m)
-                    bc = np.bincount(m.ravel(), minlength=256)
-                    counts = [int(c) for c in bc[:num_classes]] + [int(bc[IGNORE_INDEX])]
-                tiles.append(
-                    Tile(
-                        name,
-                        scene.name,
-                        x0,
-                        y0,
-                        x1,
-                        y1,
-                        img_rel,
-                        mask_rel,
-                        counts,
-                        rgb.sum(1).tolist(),
-                        (rgb**2).sum(1).tolist(),
-                        int(rgb.shape[1]),
-                    )  # fmt: skip
-                )
-    if failed:
-        lines = [
-            f"  {path}: " + ", ".join(f"{k}: {v} px" for k, v in rep.items()) for path, rep in unknown_report.items()
-        ]
+# ----------------------------------------------------------------------------------------- read
+def read_scene(scene: Scene, *, plan: Plan):
+    """(raster, mask [H,W] uint8 train ids or None, unknown values/colours -> pixels) of one scene.
+
+    The mask matches the image's size, holds no value outside 0..C-1 but ignore, and is ignore
+    where the image has no data."""
+    raster = read_raster(scene.image)
+    h, w = raster.shape
+    if scene.label is None:
+        return raster, None, {}
+    palette = plan.palette if plan.check_palette else None
+    mask, unknown = convert_label(scene, plan.on_unknown, palette, plan.dataset)
+    if mask.shape != (h, w):
+        raise DataError(
+            f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"
+        )
+    bad = (mask >= plan.num_classes) & (mask != IGNORE_INDEX)
+    if bad.any():
+        vals, cnts = np.unique(mask[bad], return_counts=True)
         raise LabelError(
-            f"{len(unknown_report)} label file(s) hold values/colours outside the {dataset} encoding "
+            f"{scene.label}: label values outside the class range 0..{plan.num_classes - 1}: "
+            + ", ".join(f"{v}: {c} px" for v, c in zip(vals.tolist(), cnts.tolist(), strict=True))
+        )
+    if raster.valid is not None:
+        mask = mask.copy()
+        mask[~raster.valid] = IGNORE_INDEX
+    return raster, mask, {str(k): v for k, v in unknown.items()}
+
+
+def report_unknown(unknown_report: dict, *, plan: Plan, log) -> None:
+    """Stop with the per-file report of unknown label values (--on-unknown error), or log it (ignore)."""
+    if not unknown_report:
+        return
+    lines = [f"  {path}: " + ", ".join(f"{k}: {v} px" for k, v in rep.items()) for path, rep in unknown_report.items()]
+    if plan.on_unknown == "error":
+        raise LabelError(
+            f"{len(unknown_report)} label file(s) hold values/colours outside the {plan.dataset} encoding "
             "(nothing is mapped silently; rerun with --on-unknown ignore to map them to ignore):\n" + "\n".join(lines)
         )
-    if unknown_report:
-        log(
-            f"warning: unknown label values/colours mapped to ignore (--on-unknown ignore) in {len(unknown_report)} file(s):"
-        )
-        for path, rep in unknown_report.items():
-            log(f"  {path}: " + ", ".join(f"{k}: {v} px" for k, v in rep.items()))
+    log(
+        f"warning: unknown label values/colours mapped to ignore (--on-unknown ignore) in {len(unknown_report)} file(s):"
+    )
+    for text in lines:
+        log(text)
 
-    # ---- splits
+
+def scene_record(scene: Scene, raster, *, split: str) -> dict:
+    """What semiearth.json keeps of a source scene (enough to re-assemble it)."""
+    h, w = raster.shape
+    return {
+        "image": os.path.abspath(scene.image),
+        "label": os.path.abspath(scene.label) if scene.label else None,
+        "role": scene.role,
+        "split": split,
+        "height": h,
+        "width": w,
+        "bands": int(raster.data.shape[0]),
+        "dtype": raster.data.dtype.name,
+        "crs": str(raster.crs) if raster.crs else None,
+        "transform": list(raster.transform)[:6] if raster.transform is not None else None,
+    }
+
+
+# ----------------------------------------------------------------------------------------- tile
+def cut_tiles(scene: Scene, raster, mask, *, out: str, plan: Plan) -> list[Tile]:
+    """Write the scene's tiles (images losslessly, masks as index PNGs) and return them with their
+    class counts and colour sums."""
+    h, w = raster.shape
+    geo = is_geotiff(scene.image)
+    ext = ".tif" if geo or not (raster.data.dtype == np.uint8 and raster.data.shape[0] in (1, 3, 4)) else ".png"
+    c = plan.num_classes
+    tiles = []
+    for y0 in tile_starts(h, plan.tile, plan.stride):
+        for x0 in tile_starts(w, plan.tile, plan.stride):
+            y1, x1 = min(y0 + plan.tile, h), min(x0 + plan.tile, w)
+            name = f"{scene.name}_{x0}_{y0}_{x1}_{y1}"
+            data = raster.data[:, y0:y1, x0:x1]
+            img_rel = f"images/{name}{ext}"
+            if ext == ".tif":
+                tr = None
+                if raster.transform is not None and geo:
+                    from affine import Affine
+
+                    tr = raster.transform @ Affine.translation(x0, y0)  # the tile's own georeference
+                write_geotiff(os.path.join(out, img_rel), np.ascontiguousarray(data), raster.crs, tr, raster.nodata)
+            else:
+                write_raster_png(os.path.join(out, img_rel), np.ascontiguousarray(data))
+            valid = raster.valid[y0:y1, x0:x1] if raster.valid is not None else None
+            rgb = (
+                to_rgb_float(data, plan.value_scale, scene.image)
+                if data.shape[0] != 2
+                else to_rgb_float(data[:1], plan.value_scale)
+            )
+            if valid is not None:
+                rgb = rgb[:, valid]
+            rgb = rgb.reshape(3, -1).astype(np.float64)
+            mask_rel, counts = None, [0] * (c + 1)
+            if mask is not None:
+                m = mask[y0:y1, x0:x1]
+                mask_rel = f"masks/{name}.png"
+                write_index_png(os.path.join(out, mask_rel), m)
+                bc = np.bincount(m.ravel(), minlength=256)
+                counts = [int(v) for v in bc[:c]] + [int(bc[IGNORE_INDEX])]
+            tiles.append(
+                Tile(
+                    name=name,
+                    scene=scene.name,
+                    x0=x0,
+                    y0=y0,
+                    x1=x1,
+                    y1=y1,
+                    image=img_rel,
+                    mask=mask_rel,
+                    counts=counts,
+                    rgb_sum=rgb.sum(1).tolist(),
+                    rgb_sqsum=(rgb**2).sum(1).tolist(),
+                    valid_px=int(rgb.shape[1]),
+                )  # fmt: skip
+            )
+    return tiles
+
+
+# ----------------------------------------------------------------------------------------- split
+def split_tiles(tiles: list[Tile], split_of: dict, level: str, *, plan: Plan) -> dict[str, list[str]]:
+    """Tile names per split (train, val, test, unlabeled), sorted; tile-level hold-out when `level`
+    is "tile"."""
     by_split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
     for t in tiles:
         by_split[split_of[t.scene]].append(t.name)
@@ -527,13 +559,21 @@ def _prepare_into(
         have_test = any(s == "test" for s in split_of.values())
         train_set = set(by_split["train"])
         tr, va, te = _tile_holdout(
-            [t for t in tiles if t.name in train_set], val_frac, test_frac, have_val, have_test, seed
+            [t for t in tiles if t.name in train_set], plan.val_frac, plan.test_frac, have_val, have_test, plan.seed
         )
         by_split["train"], by_split["val"], by_split["test"] = tr, by_split["val"] + va, by_split["test"] + te
     for k in by_split:
         by_split[k].sort()
     if not by_split["train"]:
-        raise DataError(f"no labelled training tiles in {src}")
+        raise DataError(f"no labelled training tiles in {plan.src}")
+    return by_split
+
+
+# ----------------------------------------------------------------------------------------- write
+def write_splits(out: str, tiles: list[Tile], by_split: dict, *, plan: Plan) -> tuple[dict, dict]:
+    """splits/train.txt, val.txt, test.txt, unlabeled_only.txt and <a>_<b>/labeled.txt + unlabeled.txt
+    for every ratio (nested: seeded order, the first k train tiles are labelled); returns (the lists
+    by file, the per-ratio counts)."""
     tile_of = {t.name: t for t in tiles}
 
     def line(name: str) -> str:
@@ -556,10 +596,10 @@ def _prepare_into(
     if by_split["unlabeled"]:
         write_list("unlabeled_only.txt", by_split["unlabeled"])
     train = by_split["train"]
-    perm = np.random.default_rng([seed, 1]).permutation(len(train))
+    perm = np.random.default_rng([plan.seed, 1]).permutation(len(train))
     ordered = [train[i] for i in perm]
     ratio_info = {}
-    for tag, r in tags:
+    for tag, r in plan.tags:
         k = min(len(train), max(1, round(float(r) * len(train))))
         labeled = sorted(ordered[:k])
         unlabeled = sorted(ordered[k:]) + by_split["unlabeled"]
@@ -568,27 +608,32 @@ def _prepare_into(
         if unlabeled:
             write_list(f"{tag}/unlabeled.txt", unlabeled)
         ratio_info[tag] = {"ratio": str(r), "labeled": len(labeled), "unlabeled": len(unlabeled)}
+    return lists, ratio_info
 
+
+def write_meta(out: str, *, plan: Plan, level: str, ratio_info: dict, unknown: dict, scenes: dict, tiles) -> None:
+    """semiearth.json: sources, encodings, splits and tile boxes (see :func:`assemble`)."""
+    c = plan.num_classes
     meta = {
         "format": "semiearth-prepared/1",
-        "dataset": dataset,
-        "src": os.path.abspath(src),
-        "tile": tile,
-        "stride": stride,
-        "seed": seed,
-        "val_frac": val_frac,
-        "test_frac": test_frac,
+        "dataset": plan.dataset,
+        "src": os.path.abspath(plan.src),
+        "tile": plan.tile,
+        "stride": plan.stride,
+        "seed": plan.seed,
+        "val_frac": plan.val_frac,
+        "test_frac": plan.test_frac,
         "split_level": level,
         "ratios": ratio_info,
-        "on_unknown": on_unknown,
-        "label_variant": label_variant,
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "palette": palette,
+        "on_unknown": plan.on_unknown,
+        "label_variant": plan.label_variant,
+        "num_classes": c,
+        "class_names": plan.class_names,
+        "palette": plan.palette,
         "ignore_index": IGNORE_INDEX,
-        "mask_encoding": f"train ids 0..{num_classes - 1}, {IGNORE_INDEX} = ignore (no-data, boundary, unknown)",
-        "unknown_labels": unknown_report,
-        "scenes": scene_meta,
+        "mask_encoding": f"train ids 0..{c - 1}, {IGNORE_INDEX} = ignore (no-data, boundary, unknown)",
+        "unknown_labels": unknown,
+        "scenes": scenes,
         "tiles": [
             {"name": t.name, "scene": t.scene, "box": [t.x0, t.y0, t.x1, t.y1], "image": t.image, "mask": t.mask}
             for t in tiles
@@ -596,11 +641,6 @@ def _prepare_into(
     }
     with open(os.path.join(out, PREPARED_META), "w") as f:
         json.dump(meta, f, indent=1)
-    check_splits(out)
-    summary = summarise(out, tiles, lists, num_classes, class_names)
-    log(summary_markdown(summary))
-    summary["tiles"], summary["scenes"] = len(tiles), len(scene_meta)
-    return summary
 
 
 # ----------------------------------------------------------------------------------------- checks

@@ -14,6 +14,12 @@ Contract (shared by every dataset; see docs/data_contract.md):
 - Cropping, augmentation and normalisation are the trainer's job; datasets return whole tiles.
 - Classes are imported lazily, so a dataset with optional dependencies (rasterio) costs nothing
   unless it is used.
+
+This table is the one place that knows the datasets, for training and for `semiearth-prepare`
+alike. A dataset = one module with its class plus one line in DATASETS (or `register_dataset`).
+The class states its class table as `spec` (a semiearth.data.classes.DatasetSpec: names, palette,
+label encodings; None when the user gives the classes) and, to be preparable, a static
+`find_scenes(src, **options) -> list[Scene]` that lists the source scenes of a download.
 """
 
 from __future__ import annotations
@@ -35,17 +41,37 @@ DATASETS: dict[str, str] = {
 }
 
 
-def register_dataset(name: str, target: str) -> None:
-    """Register `name` -> "module:Class" (for datasets outside this package)."""
+def register_dataset(name: str, target: str | type) -> None:
+    """Register `name` -> a class or "module:Class" (for datasets outside this package)."""
     DATASETS[name] = target
 
 
 def dataset_class(name: str) -> type:
     if name not in DATASETS:
         raise KeyError(f"unknown dataset '{name}'; known datasets: {', '.join(sorted(DATASETS))}")
-    module_name, _, attr = DATASETS[name].partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+    target = DATASETS[name]
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module_name), attr)
+    return target
+
+
+def preparable_datasets() -> list[str]:
+    """Names of the datasets `semiearth-prepare` can read (their class has `find_scenes`), in table order."""
+    return [n for n in DATASETS if callable(getattr(dataset_class(n), "find_scenes", None))]
+
+
+def scene_finder(name: str):
+    """The dataset's `find_scenes(src, **options)`, or a ValueError naming the preparable datasets."""
+    finder = getattr(dataset_class(name), "find_scenes", None) if name in DATASETS else None
+    if not callable(finder):
+        raise ValueError(f"unknown dataset {name!r} for semiearth-prepare; expected one of {preparable_datasets()}")
+    return finder
+
+
+def class_spec(name: str):
+    """The dataset's class table (DatasetSpec), or None when the user states the classes."""
+    return getattr(dataset_class(name), "spec", None)
 
 
 def build_dataset(cfg: DataConfig, split: str):

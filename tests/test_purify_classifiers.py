@@ -161,6 +161,22 @@ def test_prototypes_classify_by_appearance():
     torch.testing.assert_close(clf2.prototypes, clf.prototypes)
 
 
+def test_several_prototypes_per_class_and_multi_scale_crops():
+    rgb, masks = colour_scene(4, seed=0)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    images = (rgb - 0.5) / 0.25
+    clf = PrototypeClassifier(tiny_encoder(), num_classes=3, input_size=16, prototypes_per_class=3, scales=(1.0, 0.5))
+    clf.fit(images, masks, image_mean=mean, image_std=std, cell=16, min_pixels=32)
+    assert clf.prototypes.shape[:2] == (3, 3)
+    torch.testing.assert_close(clf.prototypes.norm(dim=2), torch.ones(3, 3))
+    test_rgb, test_masks = colour_scene(2, seed=1)
+    logits = torch.nn.functional.one_hot(test_masks, 3).permute(0, 3, 1, 2).float() * 0.3
+    out = VLMPurifier(clf, 3, cell=16, max_regions=64, image_mean=mean, image_std=std)((test_rgb - 0.5) / 0.25, logits)
+    assert float((out.q.argmax(1) == out.regions[:, 5].long()).float().mean()) > 0.9
+    with pytest.raises(ValueError, match="prototypes_per_class"):
+        PrototypeClassifier(tiny_encoder(), num_classes=3, prototypes_per_class=0)
+
+
 def test_prototype_errors_and_missing_classes():
     clf = PrototypeClassifier(tiny_encoder(), num_classes=4, input_size=16)
     with pytest.raises(RuntimeError, match="fit"):

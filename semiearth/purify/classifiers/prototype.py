@@ -87,6 +87,8 @@ class PrototypeClassifier:
         batch_size: int = 64,
         class_names=None,
         device="cpu",
+        prototypes_per_class: int = 1,
+        scales=(1.0,),
     ):
         module, emean, estd, esize = build_encoder(encoder)
         if num_classes is None and class_names is None:
@@ -105,7 +107,19 @@ class PrototypeClassifier:
             raise ValueError(f"PrototypeClassifier: temperature must be > 0 or 'auto', got {temperature!r}")
         self.temperature = temperature
         self.batch_size = int(batch_size)
-        self.prototypes = None  # [C,D] unit vectors (rows of missing classes are 0)
+        if (
+            isinstance(prototypes_per_class, bool)
+            or not isinstance(prototypes_per_class, int)
+            or prototypes_per_class < 1
+        ):
+            raise ValueError(
+                f"PrototypeClassifier: prototypes_per_class must be an integer >= 1, got {prototypes_per_class!r}"
+            )
+        self.prototypes_per_class = prototypes_per_class
+        self.scales = tuple(float(x) for x in scales)
+        if not self.scales or not all(0 < x <= 1 for x in self.scales):
+            raise ValueError(f"PrototypeClassifier: scales must be fractions in (0, 1], got {scales!r}")
+        self.prototypes = None  # [C,K,D] unit vectors, K = prototypes_per_class (rows of missing classes are 0)
         self.center = None  # [D]
         self.present = None  # [C] bool
         self.fit_counts = None  # [C] segments per class used in fit
@@ -148,7 +162,15 @@ class PrototypeClassifier:
 
     @torch.no_grad()
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
-        """[N,3,S,S] normalised crops -> [N,D] float32 raw embeddings."""
+        """[N,3,S,S] normalised crops -> [N,D] float32 raw embeddings, averaged over `scales`.
+
+        Scale s < 1 embeds the central s x s part of the crop resized to S (the segment closer up,
+        with less context); the mean over scales is one embedding per crop.
+        """
+        views = [self._embed_one(center_zoom(crops, s)) for s in self.scales]
+        return torch.stack(views).mean(dim=0)
+
+    def _embed_one(self, crops: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, crops.shape[0], self.batch_size):
             f = self.encoder(crops[i : i + self.batch_size].to(self.device))
@@ -230,13 +252,19 @@ class PrototypeClassifier:
         return self
 
     def _prototypes(self, z, cls):
-        c = self.num_classes
-        sums = torch.zeros(c, z.shape[1], device=z.device).index_add_(0, cls, z)
+        """([C,K,D] unit prototypes: K spherical k-means centres per class, [C] bool present)."""
+        c, k = self.num_classes, self.prototypes_per_class
+        protos = torch.zeros(c, k, z.shape[1], device=z.device)
+        for i in range(c):
+            zi = z[cls == i]
+            if zi.shape[0]:
+                protos[i] = spherical_kmeans(zi, k)
         present = torch.bincount(cls, minlength=c) > 0
-        return F.normalize(sums, dim=1), present
+        return protos, present
 
     def _logits(self, z, protos, present, temperature):
-        logits = z @ protos.T / temperature
+        """[N,C]: cosine to the nearest prototype of each class / temperature (missing: the mean)."""
+        logits = torch.einsum("nd,ckd->nck", z, protos).amax(dim=2) / temperature
         if not bool(present.all()):
             fill = logits[:, present].mean(dim=1, keepdim=True)
             logits = torch.where(present[None], logits, fill)
@@ -247,13 +275,12 @@ class PrototypeClassifier:
         g = torch.Generator().manual_seed(1)
         fold = torch.randperm(z.shape[0], generator=g) % 2 == 0
         grid = [math.exp(x) for x in torch.linspace(math.log(0.005), math.log(1.0), 40).tolist()]
+        folds = [f for f in (fold, ~fold) if bool(f.any()) and bool((~f).any())]
+        fitted = [self._prototypes(z[f], cls[f]) for f in folds]
         best, best_t = float("inf"), 0.1
         for t in grid:
             nll = 0.0
-            for f in (fold, ~fold):
-                if not bool(f.any()) or not bool((~f).any()):
-                    continue
-                protos, present = self._prototypes(z[f], cls[f])
+            for f, (protos, present) in zip(folds, fitted, strict=True):
                 logp = torch.log_softmax(self._logits(z[~f], protos, present, t), dim=1)
                 nll += float(-logp[torch.arange(int((~f).sum())), cls[~f]].sum())
             if nll < best:
@@ -270,6 +297,38 @@ class PrototypeClassifier:
         z = F.normalize(self.embed(crops) - self.center, dim=1)
         logits = self._logits(z, self.prototypes, self.present, self.fitted_temperature)
         return torch.softmax(logits, dim=1).to(crops.device)
+
+
+def center_zoom(crops: torch.Tensor, scale: float) -> torch.Tensor:
+    """[N,3,S,S] -> the central round(S*scale) square of each crop, resized back to S x S (bilinear)."""
+    if scale >= 1.0 or crops.shape[0] == 0:
+        return crops
+    s = crops.shape[-1]
+    side = max(1, round(s * scale))
+    o = (s - side) // 2
+    return F.interpolate(crops[..., o : o + side, o : o + side], size=(s, s), mode="bilinear", align_corners=False)
+
+
+def spherical_kmeans(z: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
+    """[K,D] unit centres of unit vectors z [N,D] (cosine k-means, deterministic farthest-first start).
+
+    With fewer than K vectors (or K = 1) the extra centres repeat the class mean direction.
+    """
+    mean = F.normalize(z.sum(dim=0), dim=0)
+    if k == 1 or z.shape[0] <= k:
+        centres = torch.cat([z, mean.expand(k, -1)])[:k] if k > 1 else mean[None]
+        return F.normalize(centres, dim=1)
+    centres = [mean]
+    for _ in range(k - 1):  # farthest-first: the vector least similar to any centre so far
+        sim = (z @ torch.stack(centres).T).amax(dim=1)
+        centres.append(z[int(sim.argmin())])
+    centres = torch.stack(centres)
+    for _ in range(iters):
+        assign = (z @ centres.T).argmax(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, z)
+        empty = torch.bincount(assign, minlength=k) == 0
+        centres = F.normalize(torch.where(empty[:, None], centres, sums), dim=1)
+    return centres
 
 
 def crop_scale_shift(images, image_mean, image_std, mean, std):

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         return 2
     from semiearth.train import distributed as D
     from semiearth.train import run
-    from semiearth.train.trainer import RunFolderError
+    from semiearth.train.runs import RunFolderError
 
     try:
         result = run(cfg, resume=args.resume, overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""VLM-PP: VLM pseudo-label purification (DESIGN.md sections 1-3).
+"""VLM-PP: VLM pseudo-label purification (the pipeline and its owners: docs/architecture.md).
 
 from semiearth.purify import VLMPurifier, OracleClassifier
 out = VLMPurifier(classifier, num_classes)(images, teacher_logits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -128,3 +129,38 @@ def save_panel(path: str, image_rgb: torch.Tensor, teacher: torch.Tensor, purifi
         )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def write_panels(out_dir: str, iteration: int, pseudo, cfg) -> None:
+    """panels/iter_N.png: image | teacher label | purified label | changed (red) / newly admitted (green);
+    panels/iter_N_vlmpp.png: VLM-PP's own rendering (region boxes, VLM top-1, candidates).
+
+    pseudo: the step's PseudoLabels (semiearth/train/purify_hook.py); cfg: the run's Config."""
+    img_w, data = pseudo.images, cfg.data
+    if pseudo.output is not None:
+        from semiearth.purify import render
+
+        vlm_path = os.path.join(out_dir, "panels", f"iter_{iteration:06d}_vlmpp.png")
+        os.makedirs(os.path.dirname(vlm_path), exist_ok=True)
+        try:
+            render(img_w, pseudo.output, path=vlm_path, image_mean=data.mean, image_std=data.std,
+                   class_names=data.class_names)  # fmt: skip
+        except Exception as err:  # a panel must never stop training
+            print(f"[semiearth] VLM-PP panel failed: {err}", file=sys.stderr)
+    k = min(4, img_w.shape[0])
+    mean = torch.tensor(data.mean, device=img_w.device).view(1, 3, 1, 1)
+    std = torch.tensor(data.std, device=img_w.device).view(1, 3, 1, 1)
+    rgb = img_w[:k] * std + mean
+    palette = data.palette or default_palette(data.num_classes)
+    path = os.path.join(out_dir, "panels", f"iter_{iteration:06d}.png")
+    save_panel(path, rgb, pseudo.teacher_label[:k], pseudo.label[:k], pseudo.teacher_conf[:k], pseudo.conf[:k],
+               palette, cfg.train.threshold, data.ignore_index)  # fmt: skip
+
+
+def default_palette(n: int) -> list[list[int]]:
+    from semiearth.config import POTSDAM_PALETTE
+
+    if n <= len(POTSDAM_PALETTE):
+        return POTSDAM_PALETTE[:n]
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3), generator=g).tolist()

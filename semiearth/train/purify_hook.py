@@ -6,10 +6,12 @@ softmax; with one, VLM-PP (semiearth.purify) re-checks the low-confidence region
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from semiearth.purify.classifiers.registry import ClassifierContext, build_classifier
-from semiearth.purify.purifier import VLMPurifier
+from semiearth.purify.purifier import PurifyOutput, VLMPurifier
 
 
 def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
@@ -39,24 +41,26 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
     )
 
 
-@torch.no_grad()
-def pseudo_labels(purifier, images_w, logits_w, ignore=None):
-    """(label [B,H,W], conf [B,H,W], info) from the teacher's weak-view logits.
+@dataclass
+class PseudoLabels:
+    """Targets of the unlabelled batch: `label`/`conf` (purified when `output` is set), the teacher's
+    own `teacher_label`/`teacher_conf` and the weak-view `images` (for panels), and VLM-PP's
+    PurifyOutput (records, timings, pixel counts) or None without a purifier."""
 
-    info: teacher label/conf (for panels), VLM-PP records, per-stage timings and pixel counts.
-    """
-    probs = logits_w.float().softmax(1)
-    conf_t, label_t = probs.max(1)
-    info = {"label_t": label_t, "conf_t": conf_t, "records": [], "timings": {}, "relabelled": 0, "confirmed": 0}
+    label: torch.Tensor
+    conf: torch.Tensor
+    teacher_label: torch.Tensor
+    teacher_conf: torch.Tensor
+    images: torch.Tensor
+    output: PurifyOutput | None = None
+
+
+@torch.no_grad()
+def pseudo_labels(purifier, images_w, logits_w, ignore=None) -> PseudoLabels:
+    """Pseudo-labels [B,H,W] and confidences from the teacher's weak-view logits: FixMatch's
+    argmax / max softmax, re-checked by VLM-PP when a purifier is given."""
+    conf_t, label_t = logits_w.float().softmax(1).max(1)
     if purifier is None:
-        return label_t, conf_t, info
+        return PseudoLabels(label_t, conf_t, label_t, conf_t, images_w)
     out = purifier(images_w, logits_w, ignore=ignore)
-    info.update(
-        records=out.records,
-        timings=out.timings,
-        relabelled=out.relabelled,
-        confirmed=out.confirmed,
-        regions=out.num_regions,
-        output=out,
-    )
-    return out.label, out.conf, info
+    return PseudoLabels(out.label, out.conf, label_t, conf_t, images_w, out)

@@ -1,12 +1,12 @@
 """The teacher-student trainer (UniMatch-V2 `fixmatch.py` lineage) with the VLM-PP hook.
 
-One iteration (`train_step`):
-  labelled batch  -> student -> supervised CE (ignore index)
-  unlabelled batch: EMA teacher on the weak view -> VLM-PP purifies (every k iterations)
-                  -> CutMix of strong views and of pseudo-labels
-                  -> student on the strong view, CE masked by confidence >= threshold
-  loss = (L_s + L_u) / 2; AdamW (backbone / head lr split, poly decay); EMA teacher update.
-Everything else here is set-up: data, model, checkpoints, logging, evaluation.
+One iteration (`train_step`, a screen of small named functions):
+  unlabelled batch: EMA teacher on the weak view -> pseudo-labels, purified by VLM-PP every
+                    purify.every iterations (`unlabelled_targets`) -> CutMix of strong views and targets
+  student on labelled + strong views: CE, and CE masked by confidence >= threshold (`student_loss`)
+  loss = (L_s + L_u) / 2; AdamW (backbone / head lr split, poly decay); EMA teacher (`optimiser_step`).
+Everything else here is set-up and bookkeeping: data, model, checkpoints, logs, evaluation. The run
+folder and the baseline comparison are in runs.py, the panels in log.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -28,8 +27,9 @@ from torch.utils.data import DataLoader
 
 from semiearth.config import Config, config_to_dict, save_config
 from semiearth.data import build_dataset
-from semiearth.eval import evaluate, format_table
+from semiearth.eval import evaluate
 from semiearth.models import build_model
+from semiearth.timing import StageTimer
 from semiearth.train import distributed as D
 from semiearth.train.augment import TrainView, apply_cutmix
 from semiearth.train.checkpoint import (
@@ -43,53 +43,12 @@ from semiearth.train.checkpoint import (
     set_rng_state,
 )
 from semiearth.train.ema import create_teacher, ema_momentum, ema_update
-from semiearth.train.log import RunLogger, save_panel
+from semiearth.train.log import RunLogger, write_panels
 from semiearth.train.losses import supervised_loss, unsupervised_loss
-from semiearth.train.purify_hook import build_purifier, pseudo_labels
+from semiearth.train.purify_hook import PseudoLabels, build_purifier, pseudo_labels
 from semiearth.train.sampler import StreamBatchSampler
 
 REDUCED = ("loss", "loss_x", "loss_u", "mask_ratio", "relabelled", "confirmed")  # averaged over ranks
-RUN_FILES = ("latest.pth", "best.pth", "results.json", "metrics.jsonl", "comparison.txt")  # a run lives here
-RUN_ARTEFACTS = (*RUN_FILES, "results.txt", "purify.jsonl", "config.yaml", "tb", "panels", "supervised", "semi")
-
-
-class RunFolderError(RuntimeError):
-    """The output folder already holds a run and neither --resume nor --overwrite was given."""
-
-
-# ----------------------------------------------------------------------------- run folders
-def existing_run(out_dir: str) -> str | None:
-    """The first file showing that `out_dir` (or its supervised/ or semi/ sub-run) holds a run, or None."""
-    for sub in ("", "supervised", "semi"):
-        for name in RUN_FILES:
-            path = os.path.join(out_dir, sub, name)
-            if os.path.exists(path):
-                return path
-    return None
-
-
-def prepare_run_folder(out_dir: str, resume: bool, overwrite: bool) -> None:
-    """Refuse to train into a folder that holds a run unless resuming or overwriting; with overwrite,
-    delete that run's artefacts (only them: other files in the folder stay)."""
-    if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite contradict each other: give one")
-    found = existing_run(out_dir)
-    if found is None or resume:
-        return
-    if not overwrite:
-        raise RunFolderError(
-            f"{out_dir} already holds a run ({found}); continue it with --resume, replace it with --overwrite, "
-            "or choose another --out"
-        )
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    for name in RUN_ARTEFACTS:
-        path = os.path.join(out_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.unlink(path)
-    print(f"[semiearth] --overwrite: removed the previous run in {out_dir}", file=sys.stderr)
 
 
 class StopRequest:
@@ -116,24 +75,6 @@ def _ignore_sigint(_worker_id: int) -> None:
 
 
 # ----------------------------------------------------------------------------- small pieces
-class StageTimer:
-    """Accumulates wall time per stage (synchronising CUDA so GPU stages are measured)."""
-
-    def __init__(self, device):
-        self.sync = device.type == "cuda"
-        self.total = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        if self.sync:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        yield
-        if self.sync:
-            torch.cuda.synchronize()
-        self.total[stage] += time.perf_counter() - t0
-
-
 def autocast(cfg: Config, device):
     if device.type != "cuda" or cfg.train.amp == "none":
         return contextlib.nullcontext()
@@ -196,48 +137,78 @@ class TrainState:
 
 
 # ----------------------------------------------------------------------------- one iteration
-def train_step(s: TrainState, batch_x: dict, batch_u: dict | None, timer: StageTimer) -> dict:
-    cfg, dev = s.cfg, s.device
-    img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
-    out = {}
-    if batch_u is not None:
-        img_w, img_s = batch_u["image_w"].to(dev), batch_u["image_s"].to(dev)
-        pad, box = batch_u["pad"].to(dev), batch_u["box"].to(dev)
-        with timer("teacher"), torch.no_grad(), autocast(cfg, dev):
-            logits_w = s.teacher(img_w).float()
-        purify_now = s.purifier is not None and s.iteration % cfg.purify.every == 0
-        with timer("purify"):
-            label_u, conf_u, info = pseudo_labels(s.purifier if purify_now else None, img_w, logits_w, pad)
-        out["purify_info"] = info if purify_now else None
-        out["pseudo"] = (img_w, info["label_t"], info["conf_t"], label_u, conf_u) if purify_now else None
-        label_u, conf_u, valid_u = mix_targets(label_u, conf_u, ~pad, box)
-        img_s = apply_cutmix(img_s, box)
+@dataclass
+class StepResult:
+    """One iteration's losses, and the pseudo-labelled batch on iterations where VLM-PP ran."""
 
+    loss: float
+    loss_x: float
+    loss_u: float
+    mask_ratio: float
+    purified: PseudoLabels | None = None
+
+
+@dataclass
+class UnlabelledTargets:
+    """The strong views and their targets, CutMixed with the same boxes; `pseudo` when VLM-PP ran."""
+
+    image_s: torch.Tensor
+    label: torch.Tensor
+    conf: torch.Tensor
+    valid: torch.Tensor
+    pseudo: PseudoLabels | None
+
+
+def train_step(s: TrainState, batch_x: dict, batch_u: dict | None, timer: StageTimer) -> StepResult:
+    img_x, mask_x = batch_x["image"].to(s.device), batch_x["mask"].to(s.device)
+    u = unlabelled_targets(s, batch_u, timer) if batch_u is not None else None
     with timer("student"):
-        with autocast(cfg, dev):
-            if batch_u is None:
-                loss_x = supervised_loss(s.student(img_x), mask_x, cfg.data.ignore_index)
-                loss, loss_u, ratio = loss_x, torch.zeros(()), torch.zeros(())
-            else:
-                preds = s.student(torch.cat([img_x, img_s]))
-                pred_x, pred_s = preds.split([img_x.shape[0], img_s.shape[0]])
-                loss_x = supervised_loss(pred_x, mask_x, cfg.data.ignore_index)
-                loss_u, ratio = unsupervised_loss(pred_s, label_u, conf_u, valid_u, cfg.train.threshold)
-                loss = (loss_x + loss_u) / 2
+        with autocast(s.cfg, s.device):
+            loss, loss_x, loss_u, ratio = student_loss(s, img_x, mask_x, u)
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
-
     with timer("optimiser"):
-        if cfg.train.grad_clip > 0:
-            s.scaler.unscale_(s.optimizer)
-            torch.nn.utils.clip_grad_norm_(s.student.parameters(), cfg.train.grad_clip)
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-        s.scheduler.step()
-        ema_update(s.teacher, s.bare_student, ema_momentum(s.iteration, cfg.train.ema_momentum))
+        optimiser_step(s)
+    purified = u.pseudo if u is not None else None
+    return StepResult(loss.item(), loss_x.item(), float(loss_u.detach()), float(ratio), purified)
 
-    out.update(loss=loss.item(), loss_x=loss_x.item(), loss_u=float(loss_u.detach()), mask_ratio=float(ratio))
-    return out
+
+def unlabelled_targets(s: TrainState, batch_u: dict, timer: StageTimer) -> UnlabelledTargets:
+    """EMA teacher on the weak view -> pseudo-labels (VLM-PP every purify.every iterations) -> CutMix."""
+    cfg, dev = s.cfg, s.device
+    img_w, img_s = batch_u["image_w"].to(dev), batch_u["image_s"].to(dev)
+    pad, box = batch_u["pad"].to(dev), batch_u["box"].to(dev)
+    with timer("teacher"), torch.no_grad(), autocast(cfg, dev):
+        logits_w = s.teacher(img_w).float()
+    purify_now = s.purifier is not None and s.iteration % cfg.purify.every == 0
+    with timer("purify"):
+        pseudo = pseudo_labels(s.purifier if purify_now else None, img_w, logits_w, pad)
+    label, conf, valid = mix_targets(pseudo.label, pseudo.conf, ~pad, box)
+    return UnlabelledTargets(apply_cutmix(img_s, box), label, conf, valid, pseudo if purify_now else None)
+
+
+def student_loss(s: TrainState, img_x, mask_x, u: UnlabelledTargets | None):
+    """(loss, L_s, L_u, mask ratio): one student forward over the labelled and strong views;
+    loss = (L_s + L_u) / 2, or L_s alone without unlabelled data."""
+    ignore, threshold = s.cfg.data.ignore_index, s.cfg.train.threshold
+    if u is None:
+        loss_x = supervised_loss(s.student(img_x), mask_x, ignore)
+        return loss_x, loss_x, torch.zeros(()), torch.zeros(())
+    pred_x, pred_s = s.student(torch.cat([img_x, u.image_s])).split([img_x.shape[0], u.image_s.shape[0]])
+    loss_x = supervised_loss(pred_x, mask_x, ignore)
+    loss_u, ratio = unsupervised_loss(pred_s, u.label, u.conf, u.valid, threshold)
+    return (loss_x + loss_u) / 2, loss_x, loss_u, ratio
+
+
+def optimiser_step(s: TrainState) -> None:
+    """Optional gradient clipping, the AdamW step, the lr schedule, then the EMA teacher update."""
+    if s.cfg.train.grad_clip > 0:
+        s.scaler.unscale_(s.optimizer)
+        torch.nn.utils.clip_grad_norm_(s.student.parameters(), s.cfg.train.grad_clip)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step()
+    ema_update(s.teacher, s.bare_student, ema_momentum(s.iteration, s.cfg.train.ema_momentum))
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -347,6 +318,19 @@ def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
     return metrics
 
 
+def collect(stats: dict, out: StepResult) -> None:
+    """Append one step's values to the logging window's lists."""
+    for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
+        stats[k].append(getattr(out, k))
+    if out.purified is not None:
+        res = out.purified.output
+        stats["relabelled"].append(res.relabelled)
+        stats["confirmed"].append(res.confirmed)
+        stats["regions"].append(res.num_regions)
+        for k, v in res.timings.items():
+            stats[f"purify_{k}"].append(v)
+
+
 def log_row(stats: dict, timer: StageTimer, n: int, images: int) -> dict:
     row = {k: sum(v) / len(v) for k, v in stats.items() if v}
     total = sum(timer.total.values())
@@ -404,22 +388,14 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
             out = train_step(s, batch_x, batch_u, timer)
             s.iteration += 1
             window += 1
-            for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
-                stats[k].append(out[k])
-            info = out.get("purify_info")
-            if info is not None:
-                stats["relabelled"].append(info["relabelled"])
-                stats["confirmed"].append(info["confirmed"])
-                stats["regions"].append(info.get("regions", 0))
-                for k, v in info["timings"].items():
-                    stats[f"purify_{k}"].append(v)
-                if main and (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
-                    logger.records(s.iteration, info["records"])
-            panel_due = cfg.train.panel_every and s.iteration - last_panel >= cfg.train.panel_every
-            if main and out.get("pseudo") is not None and panel_due:  # first purified batch of each period
-                write_panel(s, out["pseudo"], out.get("purify_info"))
-                last_panel = s.iteration
-            logger.step(1, loss=out["loss"], mask=out["mask_ratio"])
+            collect(stats, out)
+            if main and out.purified is not None:
+                if (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
+                    logger.records(s.iteration, out.purified.output.records)
+                if cfg.train.panel_every and s.iteration - last_panel >= cfg.train.panel_every:
+                    write_panels(s.out_dir, s.iteration, out.purified, cfg)  # first purified batch of a period
+                    last_panel = s.iteration
+            logger.step(1, loss=out.loss, mask=out.mask_ratio)
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
                 row = log_row(stats, timer, window, images_per_iter * window)
                 row.update(D.all_reduce_mean({k: row[k] for k in REDUCED if k in row}, device))
@@ -449,48 +425,6 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
     if keep_state:
         result["state"] = s
     return result
-
-
-def write_panel(s: TrainState, pseudo, info: dict | None) -> None:
-    """panels/iter_N.png: image | teacher label | purified label | changed (red) / newly admitted (green);
-    panels/iter_N_vlmpp.png: VLM-PP's own rendering (region boxes, VLM top-1, candidates)."""
-    img_w, label_t, conf_t, label_p, conf_p = pseudo
-    if info is not None and info.get("output") is not None:
-        from semiearth.purify import render
-
-        vlm_path = os.path.join(s.out_dir, "panels", f"iter_{s.iteration:06d}_vlmpp.png")
-        os.makedirs(os.path.dirname(vlm_path), exist_ok=True)
-        try:
-            render(img_w, info["output"], path=vlm_path, image_mean=s.cfg.data.mean, image_std=s.cfg.data.std,
-                   class_names=s.cfg.data.class_names)  # fmt: skip
-        except Exception as err:  # a panel must never stop training
-            print(f"[semiearth] VLM-PP panel failed: {err}", file=sys.stderr)
-    k = min(4, img_w.shape[0])
-    mean = torch.tensor(s.cfg.data.mean, device=img_w.device).view(1, 3, 1, 1)
-    std = torch.tensor(s.cfg.data.std, device=img_w.device).view(1, 3, 1, 1)
-    rgb = img_w[:k] * std + mean
-    palette = s.cfg.data.palette or _default_palette(s.cfg.data.num_classes)
-    path = os.path.join(s.out_dir, "panels", f"iter_{s.iteration:06d}.png")
-    save_panel(
-        path,
-        rgb,
-        label_t[:k],
-        label_p[:k],
-        conf_t[:k],
-        conf_p[:k],
-        palette,
-        s.cfg.train.threshold,
-        s.cfg.data.ignore_index,
-    )
-
-
-def _default_palette(n: int) -> list[list[int]]:
-    from semiearth.config import POTSDAM_PALETTE
-
-    if n <= len(POTSDAM_PALETTE):
-        return POTSDAM_PALETTE[:n]
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3), generator=g).tolist()
 
 
 def finish(s: TrainState, val_set, logger) -> dict:
@@ -533,63 +467,3 @@ def _optional_split(cfg: Config, split: str):
         if D.is_main():
             print(f"[semiearth] no {split} split ({err}); reporting val only", file=sys.stderr)
         return None
-
-
-# ----------------------------------------------------------------------------- baseline comparison
-def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train cfg and print its final metrics; with compare_baseline, first a supervised-only baseline,
-    then print both. A folder that already holds a run needs resume or overwrite (RunFolderError)."""
-    prepare_run_folder(cfg.out_dir, resume, overwrite)
-    if not cfg.compare_baseline:
-        result = train(cfg, resume)
-        if D.is_main() and not result.get("interrupted"):
-            print_comparison(cfg, {_run_name(cfg): result}, "results.txt")
-        return result
-    root = cfg.out_dir
-    sup = copy.deepcopy(cfg)
-    sup.compare_baseline = False
-    sup.out_dir = os.path.join(root, "supervised")
-    sup.train.unlabeled_batch_size = 0
-    sup.purify.method = "none"
-    semi = copy.deepcopy(cfg)
-    semi.compare_baseline = False
-    semi.out_dir = os.path.join(root, "semi")
-    results = {}
-    for name, c in (("supervised", sup), (f"semi+{_method_name(cfg)}", semi)):
-        done = os.path.join(c.out_dir, "results.json")
-        if resume and os.path.exists(done):
-            with open(done) as f:
-                results[name] = json.load(f)
-            continue
-        t0 = time.perf_counter()
-        results[name] = train(c, resume=resume and os.path.exists(os.path.join(c.out_dir, "latest.pth")))
-        if results[name].get("interrupted"):
-            return results[name]
-        results[name]["seconds"] = time.perf_counter() - t0
-    if D.is_main():
-        print_comparison(cfg, results)
-    return {"runs": results}
-
-
-def _method_name(cfg: Config) -> str:
-    return "VLM-PP" if cfg.purify.method != "none" else "FixMatch"
-
-
-def _run_name(cfg: Config) -> str:
-    return f"semi+{_method_name(cfg)}" if cfg.train.unlabeled_batch_size > 0 else "supervised"
-
-
-def print_comparison(cfg: Config, results: dict, table_name: str = "comparison.txt") -> None:
-    """Print the metrics table of one or more finished runs and where their outputs are; save the table."""
-    split = "test" if all("test" in r for r in results.values()) else "val"
-    table = format_table({name: r[split] for name, r in results.items()}, cfg.data.class_names)
-    print(f"\n[semiearth] {split} split ({cfg.data.name}), IoU per class and means in %:\n{table}\n")
-    for name, r in results.items():
-        p = r["paths"]
-        secs = f" in {r['seconds']:.0f}s" if "seconds" in r else ""
-        print(f"[semiearth] {name}{secs}: checkpoint {p['best']}, logs {p['metrics']} (TensorBoard {p['tensorboard']})")
-        if os.path.isdir(p["panels"]):
-            print(f"[semiearth] {name}: purification records {p['purify']}, panels {p['panels']}")
-    with open(os.path.join(cfg.out_dir, table_name), "w") as f:
-        f.write(table + "\n")
-    print(f"[semiearth] this table: {os.path.join(cfg.out_dir, table_name)}")

@@ -1,26 +1,14 @@
 """Class names, per-class synonyms and remote-sensing prompt templates for zero-shot classification.
 
-Class order is the training index order 0..C-1 with the ignore label removed:
-- Potsdam / Vaihingen (ISPRS): impervious surface, building, low vegetation, tree, car, clutter.
-- LoveDA: background, building, road, water, barren, forest, agriculture.
-- OpenEarthMap: bareland, rangeland, developed space, road, tree, water, agriculture land, building.
-A dataset whose files use another encoding (see ../shared/data/README.md) must convert to this order.
+The class names are those of the one class table, semiearth.data.classes (SPECS), in training index
+order 0..C-1 (ignore removed), spelled as words for prompts ("impervious_surface" -> "impervious surface").
 """
 
+from semiearth.data.classes import SPECS
+
 DATASET_CLASSES = {
-    "potsdam": ["impervious surface", "building", "low vegetation", "tree", "car", "clutter"],
-    "vaihingen": ["impervious surface", "building", "low vegetation", "tree", "car", "clutter"],
-    "loveda": ["background", "building", "road", "water", "barren", "forest", "agriculture"],
-    "openearthmap": [
-        "bareland",
-        "rangeland",
-        "developed space",
-        "road",
-        "tree",
-        "water",
-        "agriculture land",
-        "building",
-    ],
+    name: [c.replace("_", " ") for c in SPECS[name].class_names]
+    for name in ("potsdam", "vaihingen", "loveda", "openearthmap")
 }
 
 # Phrases a caption of an aerial image would use for each class; prompts = templates x synonyms.

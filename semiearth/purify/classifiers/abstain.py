@@ -9,18 +9,24 @@ classifier that returns uniform rows where it is unsure cannot hurt there. The w
    of the ground truth. A classifier with its own `fit` (prototypes) is cross-fitted: fitted on the
    other folds of images, measured on each fold, then refitted on all, so no segment is scored by
    prototypes that saw it.
-2. calibrates: P(right | confidence) by isotonic regression (pool-adjacent-violators) of the
-   outcomes on the top-1 probability; `threshold` = the lowest confidence whose calibrated accuracy
-   reaches `min_accuracy` (the break-even region accuracy of bench/purify_quality.py's curves).
-3. call: q of the inner classifier where top-1 prob >= threshold, exactly 1/C elsewhere.
+2. calibrates, per pixel: a segment's target is its ground-truth class histogram (a segment is
+   rarely pure), so "right" counts the fraction of its pixels whose class is the top-1.
+   a. temperature: q' = softmax(log q / T), T minimising the cross-entropy against the targets
+      (a classifier fitted on pure segments is over-confident on mixed ones);
+   b. P(right | top-1 of q') by isotonic regression (pool-adjacent-violators); `threshold` = the
+      lowest top-1 probability whose calibrated accuracy reaches `min_accuracy` (the break-even
+      region accuracy of bench/purify_quality.py's curves).
+3. call: q' where its top-1 prob >= threshold, exactly 1/C elsewhere.
 """
 
 import copy
 
 import torch
+import torch.nn.functional as F
 
 from semiearth.ops import crop_batch
 from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.classifiers.noisy_oracle import best_temperature
 from semiearth.purify.classifiers.oracle import segment_histogram
 from semiearth.purify.classifiers.prototype import crop_scale_shift, label_regions
 
@@ -66,8 +72,9 @@ class _Recorder:
 class AbstainingClassifier:
     """Wraps any classifier; its q where calibrated confidence reaches `min_accuracy`, uniform elsewhere.
 
-    `threshold` (top-1 probability) is set by `fit` (or by hand); before fitting the wrapper abstains
-    everywhere. `calibration`: the isotonic blocks (confidence from, to, segments, accuracy).
+    `temperature` and `threshold` (top-1 probability) are set by `fit` (or `calibrate`, or by hand);
+    before fitting the wrapper abstains everywhere. `calibration`: the isotonic blocks (confidence
+    from, to, segments, accuracy).
     `last_keep` [N] bool: which regions of the latest call kept the inner q.
     """
 
@@ -80,6 +87,7 @@ class AbstainingClassifier:
         for attr in ("input_size", "mean", "std", "num_classes", "class_names"):
             setattr(self, attr, getattr(inner, attr, None))
         self.mask_crops = getattr(inner, "mask_crops", True)
+        self.temperature = 1.0
         self.threshold = float("inf")
         self.calibration = []
         self.fit_outcomes = None
@@ -92,7 +100,7 @@ class AbstainingClassifier:
     @torch.no_grad()
     def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         check_crops("AbstainingClassifier", crops, regions)
-        q = self.inner(crops, regions).float()
+        q = self.recalibrated(self.inner(crops, regions).float())
         keep = q.amax(dim=1) >= self.threshold if q.shape[0] else torch.zeros(0, dtype=torch.bool)
         self.last_keep = keep.cpu()
         return torch.where(keep[:, None], q, torch.full_like(q, 1.0 / q.shape[1]))
@@ -109,7 +117,7 @@ class AbstainingClassifier:
         b = images.shape[0]
         if fit_inner and b < self.folds:
             raise ValueError(f"AbstainingClassifier.fit: cross-fitting needs >= {self.folds} images, got {b}")
-        conf, right = [], []
+        qs, targets = [], []
         folds = torch.arange(b) % self.folds if fit_inner else torch.zeros(b, dtype=torch.long)
         for k in folds.unique().tolist():
             held = (folds == k).nonzero().flatten()
@@ -117,16 +125,15 @@ class AbstainingClassifier:
                 train = (folds != k).nonzero().flatten()
                 self.inner.fit(images[train], masks[train], purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
             sub_logits = logits[held] if logits is not None else None
-            c, r = self.outcomes(images[held], masks[held], purifier, sub_logits, ignore_index)
-            conf.append(c)
-            right.append(r)
+            q, target = self.outcomes(images[held], masks[held], purifier, sub_logits, ignore_index)
+            qs.append(q)
+            targets.append(target)
         if fit_inner:
             self.inner.fit(images, masks, purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
-        self.calibrate(torch.cat(conf), torch.cat(right))
-        return self
+        return self.calibrate(torch.cat(qs), torch.cat(targets))
 
     def outcomes(self, images, masks, purifier, logits=None, ignore_index=255):
-        """(top-1 prob [N], right [N] bool) of the inner classifier on labelled segments."""
+        """(q [N,C] of the inner classifier, target [N,C]: ground-truth class shares) on labelled segments."""
         c = self.num_classes
         if logits is not None:
             rec = _Recorder(self.inner)
@@ -134,10 +141,11 @@ class AbstainingClassifier:
             p.classifier = rec
             out = p(images, logits)
             if out.num_regions == 0:
-                return torch.zeros(0), torch.zeros(0, dtype=torch.bool)
+                return torch.zeros(0, c), torch.zeros(0, c)
             hist = segment_histogram(rec.stats, rec.seg_table, masks, out.num_regions, c, ignore_index).cpu()
             labelled = hist.sum(dim=1) > 0
-            q, truth = rec.q.float().cpu()[labelled], hist.argmax(dim=1)[labelled]
+            hist = hist[labelled]
+            return rec.q.float().cpu()[labelled], hist / hist.sum(dim=1, keepdim=True)
         else:
             regions = label_regions(masks, c, purifier.cell, purifier.context, 64, ignore_index)
             labels = torch.where(masks == ignore_index, torch.full_like(masks, -1), masks)
@@ -145,11 +153,25 @@ class AbstainingClassifier:
             size = int(self.input_size)
             crops = crop_batch(images, regions.to(images.device), size, labels, scale, shift, mask=True)
             q, truth = self.inner(crops, regions).float().cpu(), regions[:, 5].long().cpu()
-        return q.amax(dim=1), q.argmax(dim=1) == truth
+            return q, F.one_hot(truth, c).float()
 
-    def calibrate(self, conf: torch.Tensor, right: torch.Tensor) -> "AbstainingClassifier":
-        """Isotonic P(right | conf); threshold = lowest conf whose calibrated accuracy >= min_accuracy."""
-        self.fit_outcomes = (conf.clone(), right.clone())
+    def recalibrated(self, q: torch.Tensor) -> torch.Tensor:
+        """q' = softmax(log q / temperature) [N,C]."""
+        return torch.softmax(torch.log(q.clamp(min=1e-12)) / self.temperature, dim=1)
+
+    def calibrate(self, q: torch.Tensor, target: torch.Tensor) -> "AbstainingClassifier":
+        """Temperature and threshold from held-out q [N,C] and targets [N,C] (class shares per segment)."""
+        self.fit_outcomes = (q.clone(), target.clone())
+        if q.shape[0] == 0:
+            return self.set_threshold(torch.zeros(0), torch.zeros(0))
+        self.temperature = best_temperature(torch.log(q.clamp(min=1e-12)), target)
+        qc = self.recalibrated(q)
+        right = target.gather(1, qc.argmax(dim=1, keepdim=True)).flatten()
+        return self.set_threshold(qc.amax(dim=1), right)
+
+    def set_threshold(self, conf: torch.Tensor, right: torch.Tensor) -> "AbstainingClassifier":
+        """Isotonic P(right | conf) from conf [N] and right [N] in [0, 1]; threshold = the lowest conf
+        whose calibrated accuracy >= min_accuracy (inf when none: abstain everywhere)."""
         if conf.numel() == 0:
             self.threshold, self.calibration = float("inf"), []
             return self

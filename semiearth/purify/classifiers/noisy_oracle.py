@@ -10,10 +10,17 @@ q is the softmax of noisy logits whose argmax is k, so its confidence spreads li
 classifier's: every class gets Gaussian noise (std `noise`), a wrong answer keeps the true class as
 a likely runner-up (`runner_up` added to its logit), and k leads the best other class by a
 log-normal margin, larger when right (`margin_right`) than when wrong (`margin_wrong`), so that
-confidence carries information about correctness. The logits are divided by a temperature that
-minimises the expected log loss for this accuracy (found once by simulation), i.e. the simulated
-classifier is calibrated, as a real one is after temperature scaling. Draws are seeded; each call
-advances the generator (wrap it in a cache to give two rules the same q).
+confidence carries information about correctness. The logits are divided by a temperature, so
+the simulated classifier is calibrated as a real one is after temperature scaling:
+
+- calibration "segments" (default): per call, the temperature minimising the cross-entropy of q
+  against each segment's ground-truth class histogram, i.e. calibrated per pixel. A segment is
+  rarely pure (its candidates share a pseudo-label, not a true class), so even an always-right
+  top-1 must not claim certainty: at accuracy 1 q's confidence is about the segment's purity.
+- calibration "labels": the temperature minimising the log loss of the top-1 label alone (found
+  once by simulation): confident like a classifier calibrated on pure segments.
+
+Draws are seeded; each call advances the generator (wrap it in a cache to give two rules the same q).
 """
 
 import math
@@ -75,6 +82,19 @@ def confusion_matrix(class_names, dataset: str | None = None) -> torch.Tensor:
     return m / m.sum(dim=1, keepdim=True).clamp(min=1e-12)
 
 
+def best_temperature(z: torch.Tensor, target: torch.Tensor) -> float:
+    """Temperature T in about [0.02, 50] minimising the cross-entropy of softmax(z / T) [N,C] against
+    target distributions [N,C]: a log grid, then a finer one around its best point."""
+
+    def ce(t: float) -> float:
+        return float(-(target * torch.log_softmax(z / t, dim=1)).sum(dim=1).mean())
+
+    step = (math.log(50.0) - math.log(0.02)) / 59
+    best = min(torch.exp(torch.linspace(math.log(0.02), math.log(50.0), 60)).tolist(), key=ce)
+    fine = torch.exp(torch.linspace(math.log(best) - step, math.log(best) + step, 21)).tolist()
+    return min(fine, key=ce)
+
+
 class NoisyOracleClassifier(OracleClassifier):
     """q of a simulated classifier that is right on a fraction `accuracy` of the regions.
 
@@ -97,6 +117,7 @@ class NoisyOracleClassifier(OracleClassifier):
         margin_right: float = 2.0,
         margin_wrong: float = 0.7,
         margin_sigma: float = 0.6,
+        calibration: str = "segments",
         ignore_index: int = 255,
     ):
         super().__init__(num_classes, gt=gt, ignore_index=ignore_index, class_names=class_names)
@@ -110,6 +131,9 @@ class NoisyOracleClassifier(OracleClassifier):
         names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
         self.confusion = confusion_matrix(names, dataset)
         self.generator = torch.Generator().manual_seed(seed)
+        if calibration not in ("segments", "labels"):
+            raise ValueError(f"NoisyOracleClassifier: calibration must be 'segments' or 'labels', got {calibration!r}")
+        self.calibration = calibration
         self.temperature = self._calibrated_temperature(seed)
         self.last_truth = self.last_pred = None
 
@@ -154,7 +178,9 @@ class NoisyOracleClassifier(OracleClassifier):
         pred = torch.full((n,), -1)
         if bool(labelled.any()):
             z, p = self._logits(truth[labelled], self.generator)
-            q[labelled] = torch.softmax(z / self.temperature, dim=1)
+            target = hist[labelled] / hist[labelled].sum(dim=1, keepdim=True)
+            t = best_temperature(z, target) if self.calibration == "segments" else self.temperature
+            q[labelled] = torch.softmax(z / t, dim=1)
             pred[labelled] = p
         self.last_truth, self.last_pred = truth, pred
         return q.to(crops.device)

@@ -196,6 +196,7 @@ class SyntheticAerial(torch.utils.data.Dataset):
             image = (image * 255.0).round() / 255.0  # the same values cached or not
             if self.cache is not None:
                 self.cache[index] = ((image * 255.0).round().to(torch.uint8), mask.to(torch.uint8))
-        if not self.labelled:
-            mask = torch.full_like(mask, self.ignore_index)
-        return {"image": image, "mask": mask, "name": f"synthetic_{self.split}_{index:05d}"}
+        item = {"image": image, "mask": mask, "name": f"synthetic_{self.split}_{index:05d}"}
+        if not self.labelled:  # the trainer never sees these labels; `gt` serves purify.method: oracle only
+            item["mask"], item["gt"] = torch.full_like(mask, self.ignore_index), mask
+        return item

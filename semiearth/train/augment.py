@@ -111,11 +111,14 @@ class TrainView(torch.utils.data.Dataset):
     """Wraps a dataset split for training; indexed by (index, aug_seed) pairs from the sampler.
 
     labelled: {image, mask}; unlabelled: {image_w, image_s, pad, box} (weak view, strong view,
-    padding mask, CutMix box), all normalised with the data config's mean/std.
+    padding mask, CutMix box), all normalised with the data config's mean/std. With `with_gt`, an
+    unlabelled item also has gt_w [crop,crop] int64: the dataset's `gt` (ground truth of an
+    unlabelled image, e.g. synthetic scenes) under the weak view's geometry, for the oracle upper bound.
     """
 
-    def __init__(self, dataset, data_cfg, train_cfg, labelled: bool):
+    def __init__(self, dataset, data_cfg, train_cfg, labelled: bool, with_gt: bool = False):
         self.dataset, self.data, self.train, self.labelled = dataset, data_cfg, train_cfg, labelled
+        self.with_gt = with_gt
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -125,15 +128,25 @@ class TrainView(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(int(seed))
         item = self.dataset[index]
         d, t = self.data, self.train
+        with_gt = self.with_gt and not self.labelled
+        if with_gt and "gt" not in item:
+            raise ValueError(
+                f"purify.method: oracle needs the ground truth of the unlabelled images, and dataset "
+                f"{type(self.dataset).__name__} gives none (item keys {sorted(item)}); the synthetic dataset does"
+            )
+        mask = item["gt"] if with_gt else item["mask"]  # the same random draws with or without gt
         image, mask, pad = weak_geometric(
-            item["image"], item["mask"], d.crop_size, t.scale_range, d.ignore_index, g, t.hflip, t.rotate90
+            item["image"], mask, d.crop_size, t.scale_range, d.ignore_index, g, t.hflip, t.rotate90
         )
         if self.labelled:
             return {"image": normalise(image, d.mean, d.std), "mask": mask}
         strong = strong_photometric(image, g, t.color_jitter, t.grayscale_prob, t.blur_prob, t.hue_jitter)
-        return {
+        out = {
             "image_w": normalise(image, d.mean, d.std),
             "image_s": normalise(strong, d.mean, d.std),
             "pad": pad,
             "box": cutmix_box(d.crop_size, g, t.cutmix_prob),
         }
+        if with_gt:
+            out["gt_w"] = mask
+        return out

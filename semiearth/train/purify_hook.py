@@ -56,11 +56,14 @@ class PseudoLabels:
 
 
 @torch.no_grad()
-def pseudo_labels(purifier, images_w, logits_w, ignore=None) -> PseudoLabels:
+def pseudo_labels(purifier, images_w, logits_w, ignore=None, gt=None) -> PseudoLabels:
     """Pseudo-labels [B,H,W] and confidences from the teacher's weak-view logits: FixMatch's
-    argmax / max softmax, re-checked by VLM-PP when a purifier is given."""
+    argmax / max softmax, re-checked by VLM-PP when a purifier is given. `gt` [B,H,W]: the batch's
+    ground truth, handed to a classifier that reads it (the oracle upper bound, `set_gt`)."""
     conf_t, label_t = logits_w.float().softmax(1).max(1)
     if purifier is None:
         return PseudoLabels(label_t, conf_t, label_t, conf_t, images_w)
+    if gt is not None and callable(getattr(purifier.classifier, "set_gt", None)):
+        purifier.classifier.set_gt(gt)
     out = purifier(images_w, logits_w, ignore=ignore)
     return PseudoLabels(out.label, out.conf, label_t, conf_t, images_w, out)

@@ -182,7 +182,8 @@ def unlabelled_targets(s: TrainState, batch_u: dict, timer: StageTimer) -> Unlab
         logits_w = s.teacher(img_w).float()
     purify_now = s.purifier is not None and s.iteration % cfg.purify.every == 0
     with timer("purify"):
-        pseudo = pseudo_labels(s.purifier if purify_now else None, img_w, logits_w, pad)
+        gt = batch_u["gt_w"].to(dev) if "gt_w" in batch_u else None  # purify.method: oracle only
+        pseudo = pseudo_labels(s.purifier if purify_now else None, img_w, logits_w, pad, gt=gt)
     label, conf, valid = mix_targets(pseudo.label, pseudo.conf, ~pad, box)
     return UnlabelledTargets(apply_cutmix(img_s, box), label, conf, valid, pseudo if purify_now else None)
 
@@ -275,7 +276,8 @@ def resume_from(s: TrainState, path: str) -> None:
 
 
 def make_loader(dataset, cfg: Config, labelled: bool, batch_size: int, s: TrainState) -> DataLoader:
-    view = TrainView(dataset, cfg.data, cfg.train, labelled)
+    reads_gt = s.purifier is not None and callable(getattr(s.purifier.classifier, "set_gt", None))  # oracle
+    view = TrainView(dataset, cfg.data, cfg.train, labelled, with_gt=reads_gt)
     sampler = StreamBatchSampler(
         len(dataset),
         batch_size,

@@ -137,6 +137,14 @@ class NoisyOracleClassifier(OracleClassifier):
         self.temperature = self._calibrated_temperature(seed)
         self.last_truth = self.last_pred = None
 
+    @classmethod
+    def from_config(cls, ctx) -> "NoisyOracleClassifier":
+        """purify.method: noisy_oracle with classifier_options {accuracy: a, ...}: like the oracle, an
+        ablation that reads the unlabelled images' ground truth."""
+        if "accuracy" not in ctx.purify.classifier_options:
+            raise ValueError("purify.method: noisy_oracle needs purify.classifier_options.accuracy (in [0, 1])")
+        return super().from_config(ctx)
+
     def _logits(self, truth: torch.Tensor, g: torch.Generator):
         """(logits [N,C], predicted class [N]) for true classes truth [N] (all >= 0)."""
         n, c = truth.shape[0], self.num_classes

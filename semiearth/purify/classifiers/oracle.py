@@ -1,5 +1,7 @@
 """OracleClassifier: q from the ground truth, the upper bound of a region classifier (ablations, tests)."""
 
+import warnings
+
 import torch
 
 from semiearth.ops import PurifyStats
@@ -68,6 +70,19 @@ class OracleClassifier:
         self._seg_table = None
         if gt is not None:
             self.set_gt(gt)
+
+    @classmethod
+    def from_config(cls, ctx) -> "OracleClassifier":
+        """purify.method: oracle. The trainer hands it each unlabelled batch's ground truth (datasets
+        whose unlabelled items carry `gt`, e.g. synthetic): an upper bound for ablations, not a method."""
+        msg = (
+            "purify.method: oracle reads the ground truth of the unlabelled images: it is an upper bound "
+            "for ablations, not a method (no real run has these labels)"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        ctx.log(f"[semiearth] WARNING {msg}")
+        options = {"ignore_index": ctx.data.ignore_index, **ctx.purify.classifier_options}
+        return cls(ctx.data.num_classes, class_names=ctx.data.class_names, **options)
 
     def set_gt(self, gt: torch.Tensor) -> "OracleClassifier":
         if not isinstance(gt, torch.Tensor) or gt.dim() != 3 or gt.dtype != torch.int64:

@@ -30,13 +30,19 @@ sys.path.insert(0, ROOT)
 
 from semiearth import ops  # noqa: E402
 from semiearth.purify import NoisyTeacher, VLMPurifier  # noqa: E402
+from semiearth.purify.classifiers.abstain import AbstainingClassifier  # noqa: E402
 from semiearth.purify.classifiers.classes import DATASET_CLASSES  # noqa: E402
+from semiearth.purify.classifiers.noisy_oracle import NoisyOracleClassifier  # noqa: E402
+from semiearth.purify.classifiers.oracle import segment_histogram  # noqa: E402
 from semiearth.purify.classifiers.registry import classifier_class  # noqa: E402
 
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data")
 IGNORE = 255
 ADMIT = 0.95
 SUB = 512  # sub-image side: the tile is cut into a batch of SUB x SUB images
+FIT_SUB = 256  # the labelled images of the prototypes are cut smaller, so there are >= 2 to cross-fit
+ACCURACIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # region accuracies of the noisy oracle
+RULES = (("bayes", 1.0), ("bayes", 0.5), ("paper", 1.0))  # (rule, trust)
 
 
 def load_tile(data: str, dataset: str, name: str):
@@ -91,9 +97,13 @@ def metrics(label: torch.Tensor, conf: torch.Tensor, gt: torch.Tensor, c: int) -
 
 
 class CachedQ:
-    """Wraps a classifier so the two rules reuse the same q for the same regions (same crops)."""
+    """Wraps a classifier so the rules reuse the same q for the same regions (same crops).
 
-    def __init__(self, inner):
+    With `gt` [B,H,W], it also records each region's true class (majority ground truth of its
+    candidate pixels, -1 when none is labelled) and the classifier's top-1, for region accuracy.
+    """
+
+    def __init__(self, inner, gt=None):
         self.inner = inner
         self.input_size, self.mean, self.std = inner.input_size, inner.mean, inner.std
         self.num_classes = inner.num_classes
@@ -101,8 +111,12 @@ class CachedQ:
         self.cache = {}
         self.seconds = 0.0
         self.crops = 0
+        self.gt = gt
+        self.truth = {}
+        self._observed = None
 
     def observe(self, *args):
+        self._observed = args
         if hasattr(self.inner, "observe"):
             self.inner.observe(*args)
 
@@ -113,86 +127,305 @@ class CachedQ:
             self.cache[key] = self.inner(crops, regions)
             self.seconds += time.perf_counter() - t
             self.crops += crops.shape[0]
+            if self.gt is not None and self._observed is not None:
+                stats, _, seg_table = self._observed
+                n = regions.shape[0]
+                hist = segment_histogram(stats, seg_table, self.gt, n, self.num_classes, IGNORE).cpu()
+                self.truth[key] = torch.where(hist.sum(1) > 0, hist.argmax(1), torch.full((n,), -1))
         return self.cache[key]
+
+    def region_accuracy(self) -> tuple[float, int]:
+        """(fraction of labelled regions whose top-1 is the true class, labelled regions) so far."""
+        right = total = 0
+        for key, truth in self.truth.items():
+            pred = self.cache[key].argmax(1).cpu()
+            lab = truth >= 0
+            right += int((pred[lab] == truth[lab]).sum())
+            total += int(lab.sum())
+        return right / max(total, 1), total
+
+
+def rule_name(rule: str, trust: float) -> str:
+    return rule if rule == "paper" or trust == 1.0 else f"{rule} t={trust:g}"
+
+
+def purify_row(label: str, clf, rule: str, trust: float, images, logits, gts, c, stats_kwargs) -> dict:
+    """One table row: `clf` + rule through VLMPurifier, scored against the ground truth."""
+    purifier = VLMPurifier(clf, rule=rule, trust=trust, **stats_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = purifier(images, logits)
+    return {
+        "method": f"{label} + {rule_name(rule, trust)}",
+        **metrics(out.label, out.conf, gts, c),
+        "regions": out.num_regions,
+        "relabelled": out.relabelled,
+        "confirmed": out.confirmed,
+        "seconds": sum(out.timings.values()),
+    }
+
+
+def prepare_units(args, teacher) -> list[dict]:
+    """Every evaluation unit with its batch, ground truth, teacher logits and teacher row."""
+    units = []
+    for ui, (name, dataset, img, gt, c, fit) in enumerate(tiles(args.data)):
+        images, gts = to_batch(img), to_batch(gt)
+        logits = teacher(gts, c, seed=args.seed + 7919 * ui)
+        # The teacher's labels and confidences as purify_stats computes them (the same op and
+        # backend as the purifier), so that "unchanged" below is exact, not up to float rounding.
+        st = ops.purify_stats(logits, backend=args.backend)
+        units.append(
+            {
+                "index": ui,
+                "name": name,
+                "dataset": dataset,
+                "size": list(gt.shape),
+                "c": c,
+                "images": images,
+                "gts": gts,
+                "logits": logits,
+                "fit": fit,
+                "teacher": {"method": "teacher alone", **metrics(st.label, st.conf, gts, c)},
+            }
+        )
+    return units
+
+
+def stats_kwargs_for(args, c: int, side: int = SUB) -> dict:
+    """Purifier settings; the region budget scales with the image area (args.max_regions per SUB^2)."""
+    budget = max(1, round(args.max_regions * side * side / (SUB * SUB)))
+    return dict(
+        num_classes=c,
+        low_thresh=args.low_thresh,
+        cell=args.cell,
+        max_regions=budget,
+        context=args.context,
+        backend=args.backend,
+    )
+
+
+def accuracy_curves(args, units) -> dict:
+    """Noisy oracle at each region accuracy x rule: metric changes against the teacher, per unit.
+
+    Returns {"rows": [...], "mean": {rule: {accuracy: {d_precision, d_coverage, d_miou, realised}}}}.
+    Each (unit, accuracy, rule) is the mean over args.oracle_seeds draws of the oracle's answers.
+    """
+    rows = []
+    for u in units:
+        t0 = time.perf_counter()
+        names = DATASET_CLASSES[u["dataset"]]
+        for a in ACCURACIES:
+            for seed in range(args.oracle_seeds):
+                clf = NoisyOracleClassifier(
+                    u["c"], a, names, u["dataset"], gt=u["gts"], seed=seed, calibration=args.oracle_calibration
+                )
+                wrapped = CachedQ(clf, gt=u["gts"])
+                for rule, trust in RULES:
+                    r = purify_row(
+                        "noisy",
+                        wrapped,
+                        rule,
+                        trust,
+                        u["images"],
+                        u["logits"],
+                        u["gts"],
+                        u["c"],
+                        stats_kwargs_for(args, u["c"]),
+                    )
+                    rows.append(
+                        {
+                            "unit": u["name"],
+                            "accuracy": a,
+                            "seed": seed,
+                            "rule": rule_name(rule, trust),
+                            "realised": wrapped.region_accuracy()[0],
+                            **{f"d_{k}": r[k] - u["teacher"][k] for k in ("precision", "coverage", "miou")},
+                        }
+                    )
+        print(f"  curves {u['name']}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return {"rows": rows, "mean": curve_means(rows), "per_unit": curve_means(rows, by_unit=True)}
+
+
+def curve_means(rows, by_unit: bool = False) -> dict:
+    """Mean of the metric changes over seeds (and units, unless by_unit): {key: {rule: {a: {...}}}}."""
+    groups = {}
+    for r in rows:
+        key = (r["unit"] if by_unit else "all", r["rule"], r["accuracy"])
+        groups.setdefault(key, []).append(r)
+    out = {}
+    for (unit, rule, a), rs in groups.items():
+        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("d_precision", "d_coverage", "d_miou", "realised")}
+        out.setdefault(unit, {}).setdefault(rule, {})[a] = mean
+    return out if by_unit else out["all"]
+
+
+def break_even(curve: dict, key: str) -> float | None:
+    """Lowest accuracy from which `key` (a metric change) stays >= 0 on the grid, linearly
+    interpolated between grid points; the grid's first point if it never drops, None if the last is < 0."""
+    acc = sorted(curve)
+    d = [curve[a][key] for a in acc]
+    if d[-1] < 0:
+        return None
+    neg = [i for i, v in enumerate(d) if v < 0]
+    if not neg:
+        return acc[0]
+    i = neg[-1]
+    return acc[i] + (0 - d[i]) / (d[i + 1] - d[i]) * (acc[i + 1] - acc[i])
+
+
+def break_evens(curves: dict) -> dict:
+    """Per rule: break-even accuracy for mIoU, for precision, and where VLM-PP stops hurting (both),
+    on the mean over units and the worst unit."""
+    out = {}
+    for rule in curves["mean"]:
+        row = {}
+        for key in ("d_miou", "d_precision"):
+            row[key] = break_even(curves["mean"][rule], key)
+            per_unit = [break_even(curves["per_unit"][u][rule], key) for u in curves["per_unit"]]
+            row[key + "_worst"] = None if None in per_unit else max(per_unit)
+        both = [row["d_miou_worst"], row["d_precision_worst"]]
+        row["stops_hurting"] = None if None in both else max(both)
+        out[rule] = row
+    return out
+
+
+def fit_prototype(args, u):
+    """A PrototypeClassifier fitted on the unit's labelled images (not the unit's own pixels)."""
+    proto = classifier_class("prototype")(
+        "efficientnet_lite0", num_classes=u["c"], input_size=args.crop_size, **prototype_options(args)
+    )
+    t = time.perf_counter()
+    f_img, f_gt = fit_batch(u["fit"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        proto.fit(f_img, f_gt, cell=args.cell, context=args.context, max_per_class=args.fit_per_class)
+    info = {
+        "fit_seconds": time.perf_counter() - t,
+        "fit_segments": proto.fit_counts.tolist(),
+        "temperature": proto.fitted_temperature,
+    }
+    return proto, info
+
+
+def prototype_options(args) -> dict:
+    scales = tuple(float(x) for x in str(args.scales).split(","))
+    return {"prototypes_per_class": args.prototypes_per_class, "scales": scales}
+
+
+def fit_batch(fit) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled (image, gt) list cut into FIT_SUB x FIT_SUB images (>= 2, for cross-fitting)."""
+    f_img = torch.cat([to_batch(i, FIT_SUB) for i, _ in fit])
+    f_gt = torch.cat([to_batch(g, FIT_SUB) for _, g in fit])
+    return f_img, f_gt
+
+
+def abstaining(args, u, proto, teacher, min_accuracy: dict):
+    """One AbstainingClassifier per bayes rule around the fitted prototypes, calibrated on the purifier's
+    regions of the labelled images under their own seeded noisy teacher (cross-fitted prototypes)."""
+    f_img, f_gt = fit_batch(u["fit"])
+    f_logits = teacher(f_gt, u["c"], seed=args.seed + 104729 + 7919 * u["index"])
+    kw = stats_kwargs_for(args, u["c"], FIT_SUB)
+    first = None
+    wrappers = {}
+    for rule, accuracy in min_accuracy.items():
+        clf = AbstainingClassifier(proto, min_accuracy=accuracy)
+        if first is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                clf.fit(
+                    f_img,
+                    f_gt,
+                    VLMPurifier(clf, **kw),
+                    logits=f_logits,
+                    ignore_index=IGNORE,
+                    cell=args.cell,
+                    context=args.context,
+                    max_per_class=args.fit_per_class,
+                )
+            first = clf
+        else:
+            clf.calibrate(*first.fit_outcomes)
+        wrappers[rule] = clf
+    return wrappers
+
+
+def evaluate_unit(args, u, teacher, min_accuracy: dict) -> dict:
+    """The table rows of one unit: teacher, uniform, oracle, prototypes, abstaining prototypes."""
+    t0 = time.perf_counter()
+    c, kw = u["c"], stats_kwargs_for(args, u["c"])
+    rows = [u["teacher"]]
+    classifiers = {"uniform": classifier_class("uniform")(c), "oracle": classifier_class("oracle")(c, gt=u["gts"])}
+    unit = {"unit": u["name"], "size": u["size"], "batch": list(u["images"].shape), "classes": c}
+    if u["fit"] is not None and not args.no_prototype:
+        proto, unit["prototype"] = fit_prototype(args, u)
+        classifiers["prototype (EffNet-Lite0)"] = proto
+    accuracy = {}
+    for cname, clf in classifiers.items():
+        wrapped = CachedQ(clf, gt=u["gts"])
+        for rule, trust in RULES:
+            args_ = (u["images"], u["logits"], u["gts"], c, kw)
+            rows.append(purify_row(cname, wrapped, rule, trust, *args_))
+        accuracy[cname] = wrapped.region_accuracy()
+        if cname.startswith("prototype"):
+            unit["prototype"].update(classify_seconds=wrapped.seconds, crops=wrapped.crops)
+    if "prototype (EffNet-Lite0)" in classifiers:
+        for rname, clf in abstaining(args, u, classifiers["prototype (EffNet-Lite0)"], teacher, min_accuracy).items():
+            rule, trust = next((r, t) for r, t in RULES if rule_name(r, t) == rname)
+            wrapped = CachedQ(clf, gt=u["gts"])
+            row = purify_row("prototype, abstaining", wrapped, rule, trust, u["images"], u["logits"], u["gts"], c, kw)
+            kept = clf.last_keep
+            row.update(kept=int(kept.sum()), threshold=clf.threshold, min_accuracy=clf.min_accuracy)
+            rows.append(row)
+            acc, n = wrapped.region_accuracy()
+            accuracy[f"prototype, abstaining ({rname})"] = (acc, n)
+            accuracy[f"prototype, kept by abstention ({rname})"] = kept_accuracy(wrapped, clf)
+    unit.update(rows=rows, region_accuracy=accuracy, seconds=time.perf_counter() - t0)
+    return unit
+
+
+def kept_accuracy(wrapped: CachedQ, clf: AbstainingClassifier) -> tuple[float, int]:
+    """Region accuracy of the inner classifier on the regions the abstention kept (last call)."""
+    ((key, truth),) = wrapped.truth.items()
+    keep = clf.last_keep & (truth >= 0)
+    pred = wrapped.cache[key].argmax(1).cpu()
+    return float((pred[keep] == truth[keep]).float().mean()) if bool(keep.any()) else float("nan"), int(keep.sum())
 
 
 def run(args) -> dict:
     torch.manual_seed(0)
     teacher = NoisyTeacher()
     results = {"config": vars(args).copy(), "teacher_model": teacher.as_dict(), "units": []}
-    proto_cache = {}
-    for ui, (name, dataset, img, gt, c, fit) in enumerate(tiles(args.data)):
-        t0 = time.perf_counter()
-        images = to_batch(img)  # [B,3,S,S] uint8
-        gts = to_batch(gt)
-        logits = teacher(gts, c, seed=args.seed + 7919 * ui)
-        stats_kwargs = dict(
-            num_classes=c,
-            low_thresh=args.low_thresh,
-            cell=args.cell,
-            max_regions=args.max_regions,
-            context=args.context,
-            backend=args.backend,
-        )
-        rows = []
-        # The teacher's labels and confidences as purify_stats computes them (the same op and
-        # backend as the purifier), so that "unchanged" below is exact, not up to float rounding.
-        teacher_stats = ops.purify_stats(logits, backend=args.backend)
-        rows.append({"method": "teacher alone", **metrics(teacher_stats.label, teacher_stats.conf, gts, c)})
-        classifiers = {
-            "uniform": classifier_class("uniform")(c),
-            "oracle": classifier_class("oracle")(c, gt=gts),
-        }
-        if fit is not None and not args.no_prototype:
-            key = (dataset, name)
-            proto = classifier_class("prototype")("efficientnet_lite0", num_classes=c, input_size=args.crop_size)
-            t = time.perf_counter()
-            f_img = torch.cat([to_batch(i) for i, _ in fit])
-            f_gt = torch.cat([to_batch(g) for _, g in fit])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                proto.fit(f_img, f_gt, cell=args.cell, context=args.context, max_per_class=args.fit_per_class)
-            proto_cache[key] = {
-                "fit_seconds": time.perf_counter() - t,
-                "fit_segments": proto.fit_counts.tolist(),
-                "temperature": proto.fitted_temperature,
-            }
-            classifiers["prototype (EffNet-Lite0)"] = proto
-        for cname, clf in classifiers.items():
-            wrapped = CachedQ(clf)
-            for rule in ("bayes", "paper"):
-                purifier = VLMPurifier(wrapped, rule=rule, **stats_kwargs)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    out = purifier(images, logits)
-                m = metrics(out.label, out.conf, gts, c)
-                rows.append(
-                    {
-                        "method": f"{cname} + {rule}",
-                        **m,
-                        "regions": out.num_regions,
-                        "relabelled": out.relabelled,
-                        "confirmed": out.confirmed,
-                        "seconds": sum(out.timings.values()),
-                    }
-                )
-            if cname.startswith("prototype"):
-                proto_cache[(dataset, name)]["classify_seconds"] = wrapped.seconds
-                proto_cache[(dataset, name)]["crops"] = wrapped.crops
-        unit = {
-            "unit": name,
-            "size": list(gt.shape),
-            "batch": list(images.shape),
-            "classes": c,
-            "rows": rows,
-            "seconds": time.perf_counter() - t0,
-        }
-        if (dataset, name) in proto_cache:
-            unit["prototype"] = proto_cache[(dataset, name)]
+    units = prepare_units(args, teacher)
+    print("noisy-oracle curves:", flush=True)
+    curves = accuracy_curves(args, units)
+    results["curves"] = curves
+    results["break_even"] = break_evens(curves)
+    print_curves(results)
+    min_accuracy = {}
+    for rule, trust in RULES:
+        if rule == "bayes":
+            name = rule_name(rule, trust)
+            be = results["break_even"][name]["stops_hurting"]
+            min_accuracy[name] = args.min_accuracy or (1.0 if be is None else be)
+    results["min_accuracy"] = min_accuracy
+    for u in units:
+        unit = evaluate_unit(args, u, teacher, min_accuracy)
         results["units"].append(unit)
         print_unit(unit, flush=True)
     results["acceptance"] = acceptance(results)
     return results
+
+
+def print_curves(results: dict) -> None:
+    print("\nmean change against the teacher alone (precision, coverage, mIoU in points) per region accuracy:")
+    for rule, curve in results["curves"]["mean"].items():
+        for a, m in sorted(curve.items()):
+            print(
+                f"  {rule:12s} a={a:.1f} (realised {m['realised']:.3f}): precision {100 * m['d_precision']:+.3f} "
+                f"coverage {100 * m['d_coverage']:+.3f} mIoU {100 * m['d_miou']:+.3f}"
+            )
+        be = results["break_even"][rule]
+        print(f"  {rule:12s} break-even: {json.dumps(be)}", flush=True)
 
 
 def print_unit(unit: dict, flush=False) -> None:
@@ -210,6 +443,11 @@ def print_unit(unit: dict, flush=False) -> None:
         print(
             f"  prototypes: {p['fit_segments']} fit segments/class, T={p['temperature']:.3f}, fit {p['fit_seconds']:.1f} s"
         )
+    for r in unit["rows"]:
+        if "kept" in r:
+            print(f"  {r['method']}: kept q on {r['kept']}/{r['regions']} regions (top-1 >= {r['threshold']:.3f})")
+    for cname, (acc, n) in unit.get("region_accuracy", {}).items():
+        print(f"  region accuracy of {cname}: {acc:.3f} on {n} labelled regions", flush=flush)
 
 
 def acceptance(results: dict) -> dict:
@@ -226,6 +464,11 @@ def acceptance(results: dict) -> dict:
             "uniform_unchanged": u["relabelled"] == 0 and all(u[k] == t[k] for k in ("precision", "coverage", "miou")),
             "paper_coverage_unchanged": p["coverage"] == t["coverage"] and p["precision"] == t["precision"],
         }
+        for r in unit["rows"]:  # abstaining prototypes: never lower mIoU by > 0.1 point, nor precision
+            if r["method"].startswith("prototype, abstaining"):
+                rule = r["method"].split(" + ")[1]
+                checks[unit["unit"]][f"abstain_{rule}_miou_within_0.1pt"] = r["miou"] >= t["miou"] - 0.001
+                checks[unit["unit"]][f"abstain_{rule}_precision_not_lower"] = r["precision"] >= t["precision"]
     return checks
 
 
@@ -243,6 +486,74 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_curves(results: dict) -> str:
+    """Mean change against the teacher alone per rule and region accuracy, and the break-even points."""
+    lines = [
+        "| rule | region accuracy a (realised) | precision@0.95 change | coverage change | mIoU change | tiles with mIoU down |",
+        "|---|---|---|---|---|---|",
+    ]
+    per_unit = results["curves"]["per_unit"]
+    for rule, curve in results["curves"]["mean"].items():
+        for a, m in sorted(curve.items()):
+            down = sum(per_unit[u][rule][a]["d_miou"] < 0 for u in per_unit)
+            lines.append(
+                f"| {rule} | {a:.1f} ({m['realised']:.3f}) | {100 * m['d_precision']:+.3f} | "
+                f"{100 * m['d_coverage']:+.2f} | {100 * m['d_miou']:+.2f} | {down}/{len(per_unit)} |"
+            )
+    lines += ["", "| rule | break-even a, mIoU (mean / worst tile) | precision (mean / worst tile) | stops hurting |"]
+    lines.append("|---|---|---|---|")
+
+    def f(x):
+        return "never" if x is None else f"{x:.3f}"
+
+    for rule, be in results["break_even"].items():
+        lines.append(
+            f"| {rule} | {f(be['d_miou'])} / {f(be['d_miou_worst'])} | {f(be['d_precision'])} / "
+            f"{f(be['d_precision_worst'])} | {f(be['stops_hurting'])} |"
+        )
+    lines += ["", "| tile | classifier | region accuracy | labelled regions |", "|---|---|---|---|"]
+    for unit in results["units"]:
+        for cname, (acc, n) in unit["region_accuracy"].items():
+            if cname not in ("uniform",):
+                lines.append(f"| {unit['unit']} | {cname} | {acc:.3f} | {n} |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict, path: str) -> None:
+    """PNG: precision / coverage / mIoU change against region accuracy, one line per rule (mean over
+    tiles, thin lines per tile), and the prototype classifier's measured region accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    colours = {"bayes": "tab:blue", "bayes t=0.5": "tab:green", "paper": "tab:red"}
+    protos = [u["region_accuracy"]["prototype (EffNet-Lite0)"][0] for u in results["units"] if "prototype" in u]
+    for ax, key, title in zip(
+        axes, ("d_precision", "d_coverage", "d_miou"), ("precision@0.95", "coverage", "mIoU"), strict=True
+    ):
+        for rule, curve in results["curves"]["mean"].items():
+            acc = sorted(curve)
+            ax.plot(acc, [100 * curve[a][key] for a in acc], "o-", color=colours.get(rule), label=rule, lw=2)
+            for per in results["curves"]["per_unit"].values():
+                ax.plot(acc, [100 * per[rule][a][key] for a in acc], "-", color=colours.get(rule), lw=0.6, alpha=0.4)
+        ax.axhline(0, color="black", lw=0.8)
+        for i, a in enumerate(protos):
+            ax.axvline(
+                a, color="tab:orange", ls="--", lw=1, label="prototype (EffNet-Lite0), per tile" if i == 0 else None
+            )
+        ax.set_xlabel("region accuracy of the classifier (noisy oracle)")
+        ax.set_ylabel(f"{title} change vs teacher alone (points)")
+        ax.set_title(f"{title}: mean over tiles (thin: each tile)")
+        ax.grid(alpha=0.3)
+    axes[2].legend(loc="upper left", fontsize=9)
+    fig.suptitle("VLM-PP on the real tiles: how accurate must the region classifier be?")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
@@ -253,10 +564,23 @@ def main(argv=None) -> int:
     ap.add_argument("--context", type=float, default=2.0)
     ap.add_argument("--low-thresh", type=float, default=0.7)
     ap.add_argument("--crop-size", type=int, default=128, help="prototype classifier input size")
-    ap.add_argument("--fit-per-class", type=int, default=48)
+    ap.add_argument("--fit-per-class", type=int, default=48, help="labelled segments per class for prototypes")
+    ap.add_argument("--prototypes-per-class", type=int, default=1)
+    ap.add_argument("--scales", default="1.0", help="prototype crop zooms, comma-separated (e.g. 1.0,0.5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--no-prototype", action="store_true")
+    ap.add_argument("--oracle-seeds", type=int, default=3, help="noisy-oracle draws per accuracy and tile")
+    ap.add_argument(
+        "--oracle-calibration",
+        default="segments",
+        choices=("segments", "labels"),
+        help="noisy oracle's confidence: calibrated per pixel on each segment's class shares, or on top-1 labels",
+    )
+    ap.add_argument(
+        "--min-accuracy", type=float, default=None, help="abstention threshold (default: the measured break-even)"
+    )
+    ap.add_argument("--plot", help="write the noisy-oracle curves as a PNG here (needs matplotlib)")
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.data, "loveda")):
         print(f"no data at {args.data} (see ../shared/data/README.md)", file=sys.stderr)
@@ -269,6 +593,10 @@ def main(argv=None) -> int:
     print(f"total {results['seconds']:.1f} s")
     if args.markdown:
         print("\n" + markdown(results))
+        print("\n" + markdown_curves(results))
+    if args.plot:
+        plot_curves(results, args.plot)
+        print(f"plot: {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

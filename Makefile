@@ -5,7 +5,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARCH := $(shell uname -m)
-# torch pins that import torchvision and compile CUDA sources on these machines (DESIGN.md section 6).
+# torch pins that import torchvision and compile CUDA sources on these machines (see README, Install).
 ifeq ($(ARCH),aarch64)
 TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
 else

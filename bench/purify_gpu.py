@@ -1,7 +1,7 @@
 """GPU rows of bench/purify_throughput.py: the kernels beside torch's own floors on the same GPU.
 
 Timed with CUDA events (`triton.testing.do_bench`, median of repeated calls after warm-up), at the
-shapes of the GPU targets (DESIGN section 5 of the issues that set them):
+shapes of the project's GPU targets:
 - purify_stats (Triton) against logits.amax(1), max(1) and softmax(1).max(1): target <= 2x amax;
 - crop_batch (CUDA) against torchvision roi_align + normalisation: target >= 2x faster;
 - purify_apply (Triton) against its torch reference on the same CUDA tensors: target >= 3x;

@@ -103,32 +103,76 @@ def colourise(label: torch.Tensor, palette, ignore_index: int = 255) -> np.ndarr
     return pal[label.cpu().numpy().clip(0, 255).astype(np.uint8)]
 
 
+PANEL_TILE = 192  # px: each tile is enlarged (nearest neighbour) to at least this width
+PANEL_COLUMNS = ("weak view", "teacher pseudo-label", "purified pseudo-label", "changed / newly admitted")
+
+
+def panel_font(size: int):
+    """A scalable font of `size` px (Pillow's bundled one), or the small bitmap default."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
 def save_panel(path: str, image_rgb: torch.Tensor, teacher: torch.Tensor, purified: torch.Tensor, conf_t, conf_p,
-               palette, threshold: float, ignore_index: int = 255) -> None:  # fmt: skip
-    """One row per image: image | teacher label | purified label | changed (red) / newly admitted (green)."""
+               palette, threshold: float, ignore_index: int = 255, class_names=None, title: str = "") -> None:  # fmt: skip
+    """One row per image: image | teacher label | purified label | changed (red) / newly admitted (green),
+    under a title and column headings, above a class-colour legend. image_rgb [K,3,H,W] in [0, 1];
+    teacher/purified [K,H,W] int64; conf_t/conf_p [K,H,W] float (admitted: >= threshold)."""
     from PIL import Image
 
     rows = []
     for i in range(image_rgb.shape[0]):
         img = (image_rgb[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
-        diff = np.zeros_like(img)
+        diff = np.full_like(img, 40)
         changed = (teacher[i] != purified[i]).cpu().numpy()
         admitted = ((conf_p[i] >= threshold) & (conf_t[i] < threshold)).cpu().numpy()
         diff[admitted] = (0, 200, 0)
         diff[changed] = (230, 30, 30)
-        rows.append(
-            np.concatenate(
-                [
-                    img,
-                    colourise(teacher[i], palette, ignore_index),
-                    colourise(purified[i], palette, ignore_index),
-                    diff,
-                ],
-                1,
-            )
-        )
+        tiles = [img, colourise(teacher[i], palette, ignore_index), colourise(purified[i], palette, ignore_index), diff]
+        rows.append(tiles)
+    zoom = max(1, -(-PANEL_TILE // rows[0][0].shape[1]))
+    rows = [[t.repeat(zoom, axis=0).repeat(zoom, axis=1) for t in r] for r in rows]
+    names = class_names or [str(c) for c in range(len(palette))]
+    legend = [(tuple(palette[c]), names[c]) for c in range(min(len(palette), len(names)))]
+    legend += [
+        ((0, 0, 0), "ignored / padding"),
+        ((230, 30, 30), "last column: relabelled"),
+        ((0, 200, 0), f"last column: newly >= {threshold:g}"),
+    ]
+    canvas = panel_canvas(rows, title, legend)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.concatenate(rows, 0)).save(path)
+    Image.fromarray(canvas).save(path)
+
+
+def panel_canvas(rows, title: str, legend, gap: int = 6) -> np.ndarray:
+    """[H,W,3] uint8: a title line, column headings (PANEL_COLUMNS), the tile grid, the legend."""
+    from PIL import Image, ImageDraw
+
+    th, tw = rows[0][0].shape[:2]
+    big, small = panel_font(18), panel_font(14)
+    width = len(PANEL_COLUMNS) * (tw + gap) + gap
+    per_line = max(1, width // 200)
+    legend_lines = -(-len(legend) // per_line)
+    top = 30 + 24
+    height = top + len(rows) * (th + gap) + 10 + legend_lines * 24
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 6), title, fill=(0, 0, 0), font=big)
+    for j, name in enumerate(PANEL_COLUMNS):
+        draw.text((gap + j * (tw + gap), 32), name, fill=(0, 0, 0), font=small)
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            canvas.paste(Image.fromarray(tile), (gap + j * (tw + gap), top + i * (th + gap)))
+    y0 = top + len(rows) * (th + gap) + 6
+    for k, (colour, name) in enumerate(legend):
+        x, y = gap + (k % per_line) * 200, y0 + (k // per_line) * 24
+        draw.rectangle([x, y + 2, x + 16, y + 18], fill=colour, outline=(0, 0, 0))
+        draw.text((x + 22, y + 2), name, fill=(0, 0, 0), font=small)
+    return np.asarray(canvas)
 
 
 def write_panels(out_dir: str, iteration: int, pseudo, cfg) -> None:
@@ -153,8 +197,10 @@ def write_panels(out_dir: str, iteration: int, pseudo, cfg) -> None:
     rgb = img_w[:k] * std + mean
     palette = data.palette or default_palette(data.num_classes)
     path = os.path.join(out_dir, "panels", f"iter_{iteration:06d}.png")
+    vlmpp = "purified by VLM-PP" if pseudo.output is not None else "no VLM-PP this iteration"
+    title = f"iteration {iteration}: pseudo-labels of {k} unlabelled crops ({vlmpp})"
     save_panel(path, rgb, pseudo.teacher_label[:k], pseudo.label[:k], pseudo.teacher_conf[:k], pseudo.conf[:k],
-               palette, cfg.train.threshold, data.ignore_index)  # fmt: skip
+               palette, cfg.train.threshold, data.ignore_index, data.class_names, title)  # fmt: skip
 
 
 def default_palette(n: int) -> list[list[int]]:

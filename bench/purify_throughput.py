@@ -178,6 +178,22 @@ def bench_vlm_pp(repeats, b=4, c=6, hw=512) -> tuple:
     return rows, []
 
 
+def bench_vlm_classifier(quick: bool) -> tuple:
+    """One VLM-PP call with HFVLMClassifier on the tiny random Qwen2.5-VL: the plumbing cost on the
+    CPU (prompt, prefix + cached answer scoring, records), not a real VLM's time."""
+    try:
+        from vlm_timing import time_vlm_call
+    except ImportError as err:  # transformers not installed
+        return [Row("vlm_pp", "", "HFVLMClassifier (tiny)", None, f"not run: {err}")], []
+    regions = 16 if quick else 64
+    r = time_vlm_call("tiny-qwen2.5-vl", device="cpu", regions=regions, input_size=112, repeats=3)
+    case = f"{r['images']} tiny Qwen2.5-VL"
+    note = f"{r['scored_regions']} regions, {r['answers']} answers, random weights"
+    rows = [Row("vlm_pp", case, "HFVLMClassifier (tiny, total)", r["seconds_per_call"], note)]
+    rows += [Row("vlm_pp", case, f"  stage: {k}", v) for k, v in r["stage_seconds"].items()]
+    return rows, []
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small set of shapes, under a minute")
@@ -196,6 +212,7 @@ def main(argv=None) -> None:
         bench_crop_batch([64] if args.quick else [64, 256], repeats),
         bench_purify_apply(shapes, repeats),
         bench_vlm_pp(max(1, repeats // 3)),
+        bench_vlm_classifier(args.quick),
     ]
     if GPU:  # the GPU targets' shapes, CUDA-event timing, torch's floors on the same GPU
         from purify_gpu import bench_gpu

@@ -51,7 +51,7 @@ def test_a_dataset_without_ground_truth_is_refused():
             return 1
 
         def __getitem__(self, i):
-            return {"image": torch.zeros(3, 40, 40), "mask": torch.zeros(40, 40, dtype=torch.long)}
+            return {"image": torch.zeros(3, 40, 40), "mask": torch.full((40, 40), 255, dtype=torch.long)}
 
     with pytest.raises(ValueError, match="oracle needs the ground truth"):
         TrainView(NoGT(), cfg.data, cfg.train, labelled=False, with_gt=True)[(0, 1)]

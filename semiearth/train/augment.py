@@ -112,8 +112,9 @@ class TrainView(torch.utils.data.Dataset):
 
     labelled: {image, mask}; unlabelled: {image_w, image_s, pad, box} (weak view, strong view,
     padding mask, CutMix box), all normalised with the data config's mean/std. With `with_gt`, an
-    unlabelled item also has gt_w [crop,crop] int64: the dataset's `gt` (ground truth of an
-    unlabelled image, e.g. synthetic scenes) under the weak view's geometry, for the oracle upper bound.
+    unlabelled item also has gt_w [crop,crop] int64: the ground truth of the unlabelled image (the
+    item's `gt`, as synthetic scenes give, else its mask, as prepared datasets give with
+    data.options.unlabeled_masks) under the weak view's geometry, for the oracle upper bound.
     """
 
     def __init__(self, dataset, data_cfg, train_cfg, labelled: bool, with_gt: bool = False):
@@ -129,12 +130,13 @@ class TrainView(torch.utils.data.Dataset):
         item = self.dataset[index]
         d, t = self.data, self.train
         with_gt = self.with_gt and not self.labelled
-        if with_gt and "gt" not in item:
+        mask = item.get("gt", item["mask"]) if with_gt else item["mask"]  # the same draws with or without gt
+        if with_gt and bool((mask == d.ignore_index).all()):
             raise ValueError(
                 f"purify.method: oracle needs the ground truth of the unlabelled images, and dataset "
-                f"{type(self.dataset).__name__} gives none (item keys {sorted(item)}); the synthetic dataset does"
+                f"{type(self.dataset).__name__} gives none for item {index} (synthetic scenes carry it; prepared "
+                "datasets with data.options.unlabeled_masks: true)"
             )
-        mask = item["gt"] if with_gt else item["mask"]  # the same random draws with or without gt
         image, mask, pad = weak_geometric(
             item["image"], mask, d.crop_size, t.scale_range, d.ignore_index, g, t.hflip, t.rotate90
         )

@@ -2,17 +2,25 @@
 
 For every tile, a seeded noisy teacher (semiearth.purify.noisy_teacher) turns the ground truth into
 teacher logits; the tile is cut into 512 x 512 images (one batch). We report, for the teacher alone
-and after VLMPurifier with each classifier x rule:
+and after VLMPurifier with each classifier x rule (bayes at trust 1 and 0.5, paper):
 - precision: fraction of the pixels admitted by the loss threshold (conf >= 0.95) whose label is right,
 - coverage: fraction of the valid pixels admitted,
 - mIoU of the pseudo-labels over all valid pixels (classes present in the ground truth or prediction).
 
-Classifiers: uniform (q = 1/C), oracle (ground-truth histogram of each segment), and prototypes on the
-ImageNet EfficientNet-Lite0 fitted without leakage: LoveDA tile i uses prototypes fitted on the two
-other LoveDA tiles; Potsdam has one tile, so its prototype rows are on the right half (512 x 256),
-fitted on the left half (the "potsdam/R" unit, with its own teacher and oracle rows).
+1. How good must the VLM be? A noisy oracle (semiearth.purify.classifiers.noisy_oracle) of region
+   accuracy a in ACCURACIES (3 seeded draws each): the change of each metric against the teacher
+   alone, per rule, the break-even accuracies, and a PNG of the curves (--plot).
+2. Classifiers: uniform (q = 1/C), oracle (ground-truth histogram of each segment), and prototypes on
+   the ImageNet EfficientNet-Lite0 fitted without leakage: LoveDA tile i uses prototypes fitted on
+   the two other LoveDA tiles; Potsdam has one tile, so its prototype rows are on the right half
+   (512 x 256), fitted on the left half (the "potsdam/R" unit, with its own teacher and oracle rows).
+   Every classifier's region accuracy (top-1 = majority ground truth of the segment's candidates)
+   is measured on the same regions, so it can be read against the curves.
+3. Abstaining prototypes (semiearth.purify.classifiers.abstain), calibrated on the purifier's regions
+   of the labelled images under their own noisy teacher, prototypes cross-fitted; they answer only
+   where the calibrated accuracy reaches max(0.95, the worst tile's mIoU break-even).
 
-    python bench/purify_quality.py [--json out.json] [--max-regions 48] [--data ../shared/data]
+    python bench/purify_quality.py [--json out.json] [--markdown] [--plot curves.png] [--data ../shared/data]
 """
 
 import argparse
@@ -133,6 +141,16 @@ class CachedQ:
                 hist = segment_histogram(stats, seg_table, self.gt, n, self.num_classes, IGNORE).cpu()
                 self.truth[key] = torch.where(hist.sum(1) > 0, hist.argmax(1), torch.full((n,), -1))
         return self.cache[key]
+
+    def teacher_accuracy(self) -> tuple[float, int]:
+        """(fraction of labelled regions whose pseudo-label class, column 5, is the true class, count)."""
+        right = total = 0
+        for key, truth in self.truth.items():
+            cls = torch.from_numpy(np.frombuffer(key, dtype=np.float32).reshape(-1, 6)[:, 5].copy()).long()
+            lab = truth >= 0
+            right += int((cls[lab] == truth[lab]).sum())
+            total += int(lab.sum())
+        return right / max(total, 1), total
 
     def region_accuracy(self) -> tuple[float, int]:
         """(fraction of labelled regions whose top-1 is the true class, labelled regions) so far."""
@@ -307,6 +325,18 @@ def fit_prototype(args, u):
     return proto, info
 
 
+def weighted_classifiers(args, dataset: str) -> dict:
+    """Zero-shot classifiers whose weights the user gives (--openclip FILE, --vlm FOLDER); none by default."""
+    out = {}
+    if args.openclip:
+        clf = classifier_class("openclip")("auto", args.openclip, class_names=dataset)
+        out[f"openclip ({os.path.basename(args.openclip)})"] = clf
+    if args.vlm:
+        clf = classifier_class("vlm")(args.vlm, class_names=dataset, device=args.vlm_device)
+        out[f"vlm ({os.path.basename(os.path.normpath(args.vlm))})"] = clf
+    return out
+
+
 def prototype_options(args) -> dict:
     scales = tuple(float(x) for x in str(args.scales).split(","))
     return {"prototypes_per_class": args.prototypes_per_class, "scales": scales}
@@ -359,13 +389,17 @@ def evaluate_unit(args, u, teacher, min_accuracy: dict) -> dict:
     if u["fit"] is not None and not args.no_prototype:
         proto, unit["prototype"] = fit_prototype(args, u)
         classifiers["prototype (EffNet-Lite0)"] = proto
+    classifiers.update(weighted_classifiers(args, u["dataset"]))
     accuracy = {}
     for cname, clf in classifiers.items():
         wrapped = CachedQ(clf, gt=u["gts"])
         for rule, trust in RULES:
             args_ = (u["images"], u["logits"], u["gts"], c, kw)
             rows.append(purify_row(cname, wrapped, rule, trust, *args_))
-        accuracy[cname] = wrapped.region_accuracy()
+        if cname != "uniform":  # a uniform row has no top-1
+            accuracy[cname] = wrapped.region_accuracy()
+        else:
+            accuracy["teacher pseudo-label (the segment's class)"] = wrapped.teacher_accuracy()
         if cname.startswith("prototype"):
             unit["prototype"].update(classify_seconds=wrapped.seconds, crops=wrapped.crops)
     if "prototype (EffNet-Lite0)" in classifiers:
@@ -376,9 +410,7 @@ def evaluate_unit(args, u, teacher, min_accuracy: dict) -> dict:
             kept = clf.last_keep
             row.update(kept=int(kept.sum()), threshold=clf.threshold, min_accuracy=clf.min_accuracy)
             rows.append(row)
-            acc, n = wrapped.region_accuracy()
-            accuracy[f"prototype, abstaining ({rname})"] = (acc, n)
-            accuracy[f"prototype, kept by abstention ({rname})"] = kept_accuracy(wrapped, clf)
+            accuracy[f"prototype, on the regions abstention kept ({rname})"] = kept_accuracy(wrapped, clf)
     unit.update(rows=rows, region_accuracy=accuracy, seconds=time.perf_counter() - t0)
     return unit
 
@@ -401,12 +433,7 @@ def run(args) -> dict:
     results["curves"] = curves
     results["break_even"] = break_evens(curves)
     print_curves(results)
-    min_accuracy = {}
-    for rule, trust in RULES:
-        if rule == "bayes":
-            name = rule_name(rule, trust)
-            be = results["break_even"][name]["stops_hurting"]
-            min_accuracy[name] = args.min_accuracy or (1.0 if be is None else be)
+    min_accuracy = {name: args.min_accuracy or abstention_accuracy(results["break_even"][name]) for name in BAYES}
     results["min_accuracy"] = min_accuracy
     for u in units:
         unit = evaluate_unit(args, u, teacher, min_accuracy)
@@ -414,6 +441,18 @@ def run(args) -> dict:
         print_unit(unit, flush=True)
     results["acceptance"] = acceptance(results)
     return results
+
+
+BAYES = [rule_name(r, t) for r, t in RULES if r == "bayes"]
+
+
+def abstention_accuracy(be: dict) -> float:
+    """The region accuracy an abstaining classifier must reach to answer under a bayes rule: the mIoU
+    break-even of the worst tile, and at least the loss threshold ADMIT. The precision curve gives no
+    break-even (even an always-right top-1 lowers precision@0.95 a little: a segment is not pure), so
+    a region is only allowed to confirm pixels where its pixels are as often right as the admitted ones."""
+    miou = be["d_miou_worst"]
+    return max(ADMIT, 1.0 if miou is None else miou)
 
 
 def print_curves(results: dict) -> None:
@@ -514,14 +553,28 @@ def markdown_curves(results: dict) -> str:
     lines += ["", "| tile | classifier | region accuracy | labelled regions |", "|---|---|---|---|"]
     for unit in results["units"]:
         for cname, (acc, n) in unit["region_accuracy"].items():
-            if cname not in ("uniform",):
+            if n:
                 lines.append(f"| {unit['unit']} | {cname} | {acc:.3f} | {n} |")
     return "\n".join(lines)
 
 
+def measured_points(results: dict) -> list:
+    """(rule, region accuracy, row, teacher row) of the prototype classifier on every unit that has it."""
+    points = []
+    for unit in results["units"]:
+        rows = {r["method"]: r for r in unit["rows"]}
+        acc = unit["region_accuracy"].get("prototype (EffNet-Lite0)")
+        for rule in results["curves"]["mean"]:
+            row = rows.get(f"prototype (EffNet-Lite0) + {rule}")
+            if acc is not None and row is not None:
+                points.append((rule, acc[0], row, rows["teacher alone"]))
+    return points
+
+
 def plot_curves(results: dict, path: str) -> None:
     """PNG: precision / coverage / mIoU change against region accuracy, one line per rule (mean over
-    tiles, thin lines per tile), and the prototype classifier's measured region accuracy."""
+    tiles, thin lines per tile), and the prototype classifier's measured points (its region accuracy,
+    its change; X in the rule's colour)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -529,7 +582,7 @@ def plot_curves(results: dict, path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
     colours = {"bayes": "tab:blue", "bayes t=0.5": "tab:green", "paper": "tab:red"}
-    protos = [u["region_accuracy"]["prototype (EffNet-Lite0)"][0] for u in results["units"] if "prototype" in u]
+    measured = measured_points(results)
     for ax, key, title in zip(
         axes, ("d_precision", "d_coverage", "d_miou"), ("precision@0.95", "coverage", "mIoU"), strict=True
     ):
@@ -539,10 +592,10 @@ def plot_curves(results: dict, path: str) -> None:
             for per in results["curves"]["per_unit"].values():
                 ax.plot(acc, [100 * per[rule][a][key] for a in acc], "-", color=colours.get(rule), lw=0.6, alpha=0.4)
         ax.axhline(0, color="black", lw=0.8)
-        for i, a in enumerate(protos):
-            ax.axvline(
-                a, color="tab:orange", ls="--", lw=1, label="prototype (EffNet-Lite0), per tile" if i == 0 else None
-            )
+        for i, (rule, a, row, teacher) in enumerate(measured):
+            label = "prototype (EffNet-Lite0) measured, per tile" if i == 0 else None
+            y = 100 * (row[key[2:]] - teacher[key[2:]])
+            ax.plot([a], [y], "X", ms=9, mec="black", color=colours.get(rule), label=label)
         ax.set_xlabel("region accuracy of the classifier (noisy oracle)")
         ax.set_ylabel(f"{title} change vs teacher alone (points)")
         ax.set_title(f"{title}: mean over tiles (thin: each tile)")
@@ -564,12 +617,17 @@ def main(argv=None) -> int:
     ap.add_argument("--context", type=float, default=2.0)
     ap.add_argument("--low-thresh", type=float, default=0.7)
     ap.add_argument("--crop-size", type=int, default=128, help="prototype classifier input size")
-    ap.add_argument("--fit-per-class", type=int, default=48, help="labelled segments per class for prototypes")
+    ap.add_argument("--fit-per-class", type=int, default=192, help="labelled segments per class for prototypes")
     ap.add_argument("--prototypes-per-class", type=int, default=1)
     ap.add_argument("--scales", default="1.0", help="prototype crop zooms, comma-separated (e.g. 1.0,0.5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--no-prototype", action="store_true")
+    ap.add_argument(
+        "--openclip", help="also measure OpenClipClassifier with this checkpoint (model from the file name)"
+    )
+    ap.add_argument("--vlm", help="also measure HFVLMClassifier with the model in this folder (e.g. Qwen2.5-VL-3B)")
+    ap.add_argument("--vlm-device", default="cpu")
     ap.add_argument("--oracle-seeds", type=int, default=3, help="noisy-oracle draws per accuracy and tile")
     ap.add_argument(
         "--oracle-calibration",

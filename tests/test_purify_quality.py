@@ -69,3 +69,13 @@ def test_tile_loading_and_metrics():
     m = pq.metrics(gt.clamp(max=5)[None], torch.ones(1, 512, 512), gt[None], c)
     assert m["precision"] == 1.0 and m["coverage"] == 1.0 and m["miou"] == 1.0
     assert pq.to_batch(torch.zeros(3, 1024, 1024)).shape == (4, 3, 512, 512)
+
+
+def test_break_even_interpolates_and_the_abstention_accuracy():
+    pq = bench()
+    curve = {0.3: {"d": -1.0}, 0.5: {"d": -0.5}, 0.7: {"d": 0.5}, 1.0: {"d": 1.0}}
+    assert pq.break_even(curve, "d") == pytest.approx(0.6)
+    assert pq.break_even({0.3: {"d": 0.1}, 1.0: {"d": 0.2}}, "d") == 0.3  # never below zero
+    assert pq.break_even({0.3: {"d": -0.1}, 1.0: {"d": -0.2}}, "d") is None  # never at or above
+    assert pq.abstention_accuracy({"d_miou_worst": 0.6}) == pq.ADMIT
+    assert pq.abstention_accuracy({"d_miou_worst": None}) == 1.0

@@ -47,6 +47,8 @@ def run_arm(arm: str, seed: int, args) -> dict:
     cfg = load_config(args.config, overrides)
     t = time.perf_counter()
     result = train(cfg)
+    if result.get("interrupted"):
+        raise SystemExit(f"[ablation] {arm} seed {seed} was interrupted; rerun with --overwrite")
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     val = [(r["iter"], r["mIoU"]) for r in rows if r.get("split") == "val" and "mIoU" in r]
     return {"test_miou": result["test"]["mIoU"], "val": val, "seconds": time.perf_counter() - t}

@@ -7,7 +7,9 @@ out.label, out.conf, out.records, out.timings
 
 from semiearth.purify.classifiers import (
     DATASET_CLASSES,
+    AbstainingClassifier,
     HFVLMClassifier,
+    NoisyOracleClassifier,
     OpenClipClassifier,
     OracleClassifier,
     PrototypeClassifier,
@@ -20,7 +22,9 @@ from semiearth.purify.render import read_records, render, write_records
 
 __all__ = [
     "DATASET_CLASSES",
+    "AbstainingClassifier",
     "HFVLMClassifier",
+    "NoisyOracleClassifier",
     "NoisyTeacher",
     "OpenClipClassifier",
     "OracleClassifier",

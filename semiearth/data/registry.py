@@ -24,10 +24,10 @@ label encodings; None when the user gives the classes) and, to be preparable, a 
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from semiearth.config import ConfigError, DataConfig
+from semiearth.registry import lookup
 
 SPLITS = ("labeled", "unlabeled", "val", "test")
 
@@ -47,13 +47,7 @@ def register_dataset(name: str, target: str | type) -> None:
 
 
 def dataset_class(name: str) -> type:
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset '{name}'; known datasets: {', '.join(sorted(DATASETS))}")
-    target = DATASETS[name]
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
-    return target
+    return lookup(DATASETS, name, "dataset")
 
 
 def preparable_datasets() -> list[str]:

@@ -11,10 +11,11 @@ and the benches but not named as `purify.method`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from semiearth.registry import lookup
 
 CLASSIFIERS: dict[str, str | type] = {
     "uniform": "semiearth.purify.classifiers._base:UniformClassifier",
@@ -46,13 +47,7 @@ def register_classifier(name: str, target: str | type) -> None:
 
 
 def classifier_class(name: str) -> type:
-    if name not in CLASSIFIERS:
-        raise KeyError(f"unknown classifier {name!r}; known classifiers: {', '.join(sorted(CLASSIFIERS))}")
-    target = CLASSIFIERS[name]
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
-    return target
+    return lookup(CLASSIFIERS, name, "classifier")
 
 
 def trainer_methods() -> list[str]:

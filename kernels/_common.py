@@ -3,7 +3,8 @@
 Rules that the GPU compiler enforces and the interpreter does not (both broke real GPUs once):
 - a module-level constant that a kernel reads must be a `tl.constexpr(...)` object;
 - an integer argument equal to 1 arrives as a Python int (Triton specialises it into a constant),
-  so index arithmetic widens with `tl.cast(x, tl.int64)`, never `x.to(...)`.
+  so index arithmetic is widened from an int64 tensor (the batch index) or with `tl.cast(x, tl.int64)`,
+  never with `x.to(...)` on an argument.
 tests/test_triton_aot.py compiles every kernel for sm_80 and sm_90 with the launches built here.
 """
 

@@ -8,7 +8,7 @@
 // filters, and pools its cells, which no other band touches. Pixels with a NaN confidence (a NaN
 // or inf logit) are counted and the count is returned: the Python wrapper raises the ValueError.
 // Bad input never throws from inside the extension, since a C++ exception crossing into torch
-// crashed the process where the extension's compiler was not torch's (see semiearth/ops/_validate.py).
+// crashed the process where the extension's compiler was not torch's (see tests/test_bad_input.py).
 #include <ATen/Dispatch.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

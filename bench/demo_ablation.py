@@ -11,8 +11,10 @@ PNG of val mIoU against iteration per arm (mean over seeds, shaded min-max).
 
     python bench/demo_ablation.py [--seeds 0 1 2] [--arms ...] [--out runs/ablation] [--plot ablation.png]
         [--set train.iters=1600 ...]      # any config override, applied to every arm
+        [--resume]                        # keep finished runs of the same config, continue unfinished ones
 
-Not part of `make demo`: 4 arms x 3 seeds is 12 trainings (about 45 minutes on 2 CPU cores).
+Not part of `make demo`: 4 arms x 3 seeds is 12 trainings (about an hour on 2 CPU cores). With
+--json, the file is rewritten after every training, so a stopped call loses at most the one in progress.
 """
 
 import argparse
@@ -26,7 +28,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from semiearth.config import load_config  # noqa: E402
+import yaml  # noqa: E402
+
+from semiearth.config import config_to_dict, load_config  # noqa: E402
 
 ARMS = {
     "supervised": ["train.unlabeled_batch_size=0", "purify=none"],
@@ -37,21 +41,37 @@ ARMS = {
 
 
 def run_arm(arm: str, seed: int, args) -> dict:
-    """Train one (arm, seed) from configs/demo.yaml; its test metrics and val mIoU curve."""
+    """Train one (arm, seed) from configs/demo.yaml; its test metrics and val mIoU curve. With
+    --resume, a finished run of the same config is read back instead of trained again."""
     from semiearth.train import train
     from semiearth.train.runs import prepare_run_folder
 
     out = os.path.join(args.out, arm, f"seed{seed}")
-    prepare_run_folder(out, resume=False, overwrite=args.overwrite)
     overrides = ["compare_baseline=false", f"out_dir={out}", f"train.seed={seed}", *args.set, *ARMS[arm]]  # arm wins
     cfg = load_config(args.config, overrides)
-    t = time.perf_counter()
-    result = train(cfg)
+    resume = args.resume and same_config(out, cfg)
+    if resume and os.path.exists(os.path.join(out, "results.json")):
+        with open(os.path.join(out, "results.json")) as f:
+            result, seconds = json.load(f), None
+    else:
+        prepare_run_folder(out, resume=resume, overwrite=args.overwrite)
+        t = time.perf_counter()
+        result = train(cfg, resume=resume and os.path.exists(os.path.join(out, "latest.pth")))
+        seconds = time.perf_counter() - t
     if result.get("interrupted"):
-        raise SystemExit(f"[ablation] {arm} seed {seed} was interrupted; rerun with --overwrite")
+        raise SystemExit(f"[ablation] {arm} seed {seed} was interrupted; continue it with --resume")
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    val = [(r["iter"], r["mIoU"]) for r in rows if r.get("split") == "val" and "mIoU" in r]
-    return {"test_miou": result["test"]["mIoU"], "val": val, "seconds": time.perf_counter() - t}
+    val = sorted({r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}.items())
+    return {"test_miou": result["test"]["mIoU"], "val": val, "seconds": seconds}
+
+
+def same_config(out: str, cfg) -> bool:
+    """Whether the run folder out was started with exactly cfg (its config.yaml)."""
+    path = os.path.join(out, "config.yaml")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return yaml.safe_load(f) == yaml.safe_load(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def summarise(runs: dict) -> dict:
@@ -98,17 +118,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("runs", "ablation"))
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (key=value)")
     ap.add_argument("--overwrite", action="store_true", help="replace runs left in --out by an earlier call")
+    ap.add_argument("--resume", action="store_true", help="reuse finished runs of the same config, continue others")
     ap.add_argument("--plot", help="PNG of val mIoU against iteration (needs matplotlib)")
     ap.add_argument("--json", help="write the per-run results and the summary here")
     args = ap.parse_args(argv)
     runs = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:
-            runs[arm][seed] = run_arm(arm, seed, args)
-            r = runs[arm][seed]
-            print(
-                f"[ablation] {arm} seed {seed}: test mIoU {100 * r['test_miou']:.2f} ({r['seconds']:.0f} s)", flush=True
-            )
+            r = runs[arm][seed] = run_arm(arm, seed, args)
+            took = "read back" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+            print(f"[ablation] {arm} seed {seed}: test mIoU {100 * r['test_miou']:.2f} ({took})", flush=True)
+            if args.json:
+                write_json(args.json, runs, args.set)
     summary = summarise(runs)
     print("\n| arm | test mIoU, mean +- std | min | max | seeds |\n|---|---:|---:|---:|---:|")
     for arm, s in summary.items():
@@ -117,9 +138,15 @@ def main(argv=None) -> int:
         plot(runs, args.plot)
         print(f"plot: {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": runs, "summary": summary, "overrides": args.set}, f, indent=1)
+        write_json(args.json, runs, args.set)
     return 0
+
+
+def write_json(path: str, runs: dict, overrides: list) -> None:
+    """The per-run results so far and their summary (arms with no finished run yet are left out)."""
+    done = {arm: per_seed for arm, per_seed in runs.items() if per_seed}
+    with open(path, "w") as f:
+        json.dump({"runs": done, "summary": summarise(done), "overrides": overrides}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,15 @@ TOY = [
 ]
 
 
-def test_ablation_runs_every_arm_and_summarises(tmp_path):
+def load_ablation():
     spec = importlib.util.spec_from_file_location("demo_ablation", os.path.join(ROOT, "bench", "demo_ablation.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ablation_runs_every_arm_and_summarises(tmp_path):
+    mod = load_ablation()
     out, js, png = tmp_path / "runs", tmp_path / "a.json", tmp_path / "a.png"
     assert mod.main(["--seeds", "0", "--out", str(out), "--json", str(js), "--plot", str(png), "--set", *TOY]) == 0
     summary = json.loads(js.read_text())["summary"]
@@ -37,3 +42,17 @@ def test_ablation_runs_every_arm_and_summarises(tmp_path):
     sup = out / "supervised" / "seed0" / "purify.jsonl"
     assert not sup.exists() or sup.stat().st_size == 0  # supervised: no VLM-PP
     assert os.path.getsize(out / "semi+oracle" / "seed0" / "purify.jsonl") > 0
+
+
+def test_ablation_resume_reads_finished_runs_back(tmp_path, capsys):
+    mod = load_ablation()
+    out, js = tmp_path / "runs", tmp_path / "a.json"
+    common = ["--seeds", "0", "--arms", "semi", "--out", str(out), "--json", str(js), "--set", *TOY]
+    assert mod.main(common) == 0
+    first = json.loads(js.read_text())["runs"]["semi"]["0"]
+    with pytest.raises(Exception, match="already holds a run"):
+        mod.main(common)  # neither --resume nor --overwrite
+    assert mod.main([*common, "--resume"]) == 0
+    assert "read back" in capsys.readouterr().out
+    again = json.loads(js.read_text())["runs"]["semi"]["0"]
+    assert again["test_miou"] == first["test_miou"] and again["val"] == first["val"] and again["seconds"] is None

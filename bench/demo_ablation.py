@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 
 from semiearth.config import config_to_dict, load_config  # noqa: E402
 
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
 ARMS = {
     "supervised": ["train.unlabeled_batch_size=0", "purify=none"],
     "semi": ["purify=none"],
@@ -47,8 +48,7 @@ def run_arm(arm: str, seed: int, args) -> dict:
     from semiearth.train.runs import prepare_run_folder
 
     out = os.path.join(args.out, arm, f"seed{seed}")
-    overrides = ["compare_baseline=false", f"out_dir={out}", f"train.seed={seed}", *args.set, *ARMS[arm]]  # arm wins
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, arm_overrides(arm, seed, out, args.set))
     resume = args.resume and same_config(out, cfg)
     if resume and os.path.exists(os.path.join(out, "results.json")):
         with open(os.path.join(out, "results.json")) as f:
@@ -63,6 +63,11 @@ def run_arm(arm: str, seed: int, args) -> dict:
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     val = sorted({r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}.items())
     return {"test_miou": result["test"]["mIoU"], "val": val, "seconds": seconds}
+
+
+def arm_overrides(arm: str, seed: int, out: str, extra: list) -> list:
+    """The config overrides of one (arm, seed) run: the user's --set first, the arm's own last."""
+    return ["compare_baseline=false", f"out_dir={out}", f"train.seed={seed}", *extra, *ARMS[arm]]
 
 
 def same_config(out: str, cfg) -> bool:
@@ -112,7 +117,7 @@ def plot(runs: dict, path: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.yaml"))
+    ap.add_argument("--config", default=DEMO_CONFIG)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--out", default=os.path.join("runs", "ablation"))

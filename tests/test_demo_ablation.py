@@ -56,3 +56,20 @@ def test_ablation_resume_reads_finished_runs_back(tmp_path, capsys):
     assert "read back" in capsys.readouterr().out
     again = json.loads(js.read_text())["runs"]["semi"]["0"]
     assert again["test_miou"] == first["test_miou"] and again["val"] == first["val"] and again["seconds"] is None
+
+
+def test_ablation_seed0_arms_are_make_demo_runs():
+    """The supervised and semi+prototype arms at seed 0 train exactly make demo's two runs (purify's
+    other settings are unused when its method is none)."""
+    from semiearth.config import config_to_dict, load_config
+    from semiearth.train.runs import comparison_configs
+
+    mod = load_ablation()
+    demo = comparison_configs(load_config(mod.DEMO_CONFIG, []))
+    for arm, ref in zip(("supervised", "semi+prototype"), demo, strict=True):
+        cfg = load_config(mod.DEMO_CONFIG, mod.arm_overrides(arm, 0, ref.out_dir, []))
+        assert used(config_to_dict(cfg)) == used(config_to_dict(ref)), arm
+
+
+def used(d: dict) -> dict:
+    return {**d, "purify": {"method": "none"}} if d["purify"]["method"] == "none" else d

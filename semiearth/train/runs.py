@@ -68,15 +68,7 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
         if D.is_main() and not result.get("interrupted"):
             print_comparison(cfg, {_run_name(cfg): result}, "results.txt")
         return result
-    root = cfg.out_dir
-    sup = copy.deepcopy(cfg)
-    sup.compare_baseline = False
-    sup.out_dir = os.path.join(root, "supervised")
-    sup.train.unlabeled_batch_size = 0
-    sup.purify.method = "none"
-    semi = copy.deepcopy(cfg)
-    semi.compare_baseline = False
-    semi.out_dir = os.path.join(root, "semi")
+    sup, semi = comparison_configs(cfg)
     results = {}
     for name, c in (("supervised", sup), (f"semi+{_method_name(cfg)}", semi)):
         done = os.path.join(c.out_dir, "results.json")
@@ -92,6 +84,20 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     if D.is_main():
         print_comparison(cfg, results)
     return {"runs": results}
+
+
+def comparison_configs(cfg: Config) -> tuple[Config, Config]:
+    """The two runs of compare_baseline: supervised only (no unlabelled batch, no VLM-PP) in
+    out_dir/supervised, and cfg itself in out_dir/semi."""
+    sup = copy.deepcopy(cfg)
+    sup.compare_baseline = False
+    sup.out_dir = os.path.join(cfg.out_dir, "supervised")
+    sup.train.unlabeled_batch_size = 0
+    sup.purify.method = "none"
+    semi = copy.deepcopy(cfg)
+    semi.compare_baseline = False
+    semi.out_dir = os.path.join(cfg.out_dir, "semi")
+    return sup, semi
 
 
 def _method_name(cfg: Config) -> str:

@@ -61,8 +61,9 @@ def run_arm(arm: str, seed: int, args) -> dict:
     if result.get("interrupted"):
         raise SystemExit(f"[ablation] {arm} seed {seed} was interrupted; continue it with --resume")
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    val = sorted({r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}.items())
-    return {"test_miou": result["test"]["mIoU"], "val": val, "seconds": seconds}
+    val = {r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}
+    val[result["iteration"]] = result["val"]["mIoU"]  # the final validation, in results.json only
+    return {"test_miou": result["test"]["mIoU"], "val": sorted(val.items()), "seconds": seconds}
 
 
 def arm_overrides(arm: str, seed: int, out: str, extra: list) -> list:
@@ -80,36 +81,67 @@ def same_config(out: str, cfg) -> bool:
 
 
 def summarise(runs: dict) -> dict:
-    """Per arm: test mIoU mean, std (over seeds, ddof=1 when >= 2 seeds), min, max, n."""
+    """Per arm: test mIoU mean, std (over seeds, ddof=1 when >= 2 seeds), min, max, n, and the
+    paired difference to the semi arm (same seed: same initialisation and batches) as mean and std."""
     out = {}
     for arm, per_seed in runs.items():
         x = np.array([r["test_miou"] for r in per_seed.values()]) * 100
-        std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-        out[arm] = {"mean": float(x.mean()), "std": std, "min": float(x.min()), "max": float(x.max()), "n": x.size}
+        out[arm] = {
+            "mean": float(x.mean()),
+            "std": spread(x),
+            "min": float(x.min()),
+            "max": float(x.max()),
+            "n": x.size,
+        }
+        common = sorted(set(per_seed) & set(runs.get("semi", {})))
+        if arm != "semi" and common:
+            d = np.array([per_seed[k]["test_miou"] - runs["semi"][k]["test_miou"] for k in common]) * 100
+            out[arm]["vs_semi"] = {"mean": float(d.mean()), "std": spread(d), "n": d.size}
     return out
 
 
+def spread(x: np.ndarray) -> float:
+    """Sample standard deviation (ddof=1), 0 for a single value."""
+    return float(x.std(ddof=1)) if x.size > 1 else 0.0
+
+
+def print_summary(summary: dict) -> None:
+    """The summary as a Markdown table."""
+    print("\n| arm | test mIoU, mean +- std | min | max | seeds | paired difference to semi, mean +- std |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for arm, s in summary.items():
+        d = s.get("vs_semi")
+        diff = f"{d['mean']:+.2f} +- {d['std']:.2f}" if d else ""
+        print(f"| {arm} | {s['mean']:.2f} +- {s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['n']} | {diff} |")
+
+
 def plot(runs: dict, path: str) -> None:
-    """Val mIoU against iteration per arm: mean over seeds, shaded between the seeds' min and max."""
+    """Left: val mIoU against iteration per arm (mean over seeds, shaded between the seeds' min and
+    max). Right: each seed's test mIoU per arm, with the arm's mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-    for arm, per_seed in runs.items():
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), width_ratios=(3, 2), constrained_layout=True)
+    for k, (arm, per_seed) in enumerate(runs.items()):
+        colour = f"C{k}"
         curves = [dict(r["val"]) for r in per_seed.values()]
         iters = sorted(set.intersection(*(set(c) for c in curves)))
-        if not iters:
-            continue
-        y = np.array([[c[i] * 100 for i in iters] for c in curves])
-        (line,) = ax.plot(iters, y.mean(0), "o-", label=f"{arm} ({len(curves)} seeds)")
-        ax.fill_between(iters, y.min(0), y.max(0), color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("val mIoU (%)")
-    ax.set_title("Demo ablation: val mIoU per arm (mean over seeds, shaded min-max)")
+        if iters:
+            y = np.array([[c[i] * 100 for i in iters] for c in curves])
+            ax.plot(iters, y.mean(0), "o-", color=colour, label=f"{arm} ({len(curves)} seeds)")
+            ax.fill_between(iters, y.min(0), y.max(0), color=colour, alpha=0.15)
+        test = [r["test_miou"] * 100 for r in per_seed.values()]
+        bx.scatter([k] * len(test), test, color=colour, alpha=0.7)
+        bx.hlines(np.mean(test), k - 0.25, k + 0.25, color=colour)
+    ax.set(xlabel="iteration", ylabel="val mIoU (%)", title="val mIoU per arm (mean over seeds, shaded min-max)")
     ax.grid(alpha=0.3)
     ax.legend()
+    bx.set_xticks(range(len(runs)), list(runs), rotation=15)
+    bx.set(ylabel="test mIoU (%)", title="test mIoU of each seed (line: mean)")
+    bx.grid(alpha=0.3, axis="y")
+    fig.suptitle("Demo ablation: what VLM-PP adds to teacher-student training")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -135,10 +167,7 @@ def main(argv=None) -> int:
             print(f"[ablation] {arm} seed {seed}: test mIoU {100 * r['test_miou']:.2f} ({took})", flush=True)
             if args.json:
                 write_json(args.json, runs, args.set)
-    summary = summarise(runs)
-    print("\n| arm | test mIoU, mean +- std | min | max | seeds |\n|---|---:|---:|---:|---:|")
-    for arm, s in summary.items():
-        print(f"| {arm} | {s['mean']:.2f} +- {s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['n']} |")
+    print_summary(summarise(runs))
     if args.plot:
         plot(runs, args.plot)
         print(f"plot: {args.plot}")

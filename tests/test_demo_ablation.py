@@ -38,6 +38,7 @@ def test_ablation_runs_every_arm_and_summarises(tmp_path):
     assert mod.main(["--seeds", "0", "--out", str(out), "--json", str(js), "--plot", str(png), "--set", *TOY]) == 0
     summary = json.loads(js.read_text())["summary"]
     assert set(summary) == set(mod.ARMS) and all(0 <= s["mean"] <= 100 and s["n"] == 1 for s in summary.values())
+    assert all("vs_semi" in s for arm, s in summary.items() if arm != "semi") and "vs_semi" not in summary["semi"]
     assert png.stat().st_size > 0
     sup = out / "supervised" / "seed0" / "purify.jsonl"
     assert not sup.exists() or sup.stat().st_size == 0  # supervised: no VLM-PP

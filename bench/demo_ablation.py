@@ -63,7 +63,8 @@ def run_arm(arm: str, seed: int, args) -> dict:
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     val = {r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}
     val[result["iteration"]] = result["val"]["mIoU"]  # the final validation, in results.json only
-    return {"test_miou": result["test"]["mIoU"], "val": sorted(val.items()), "seconds": seconds}
+    test = result["test"]
+    return {"test_miou": test["mIoU"], "test_iou": test["IoU"], "val": sorted(val.items()), "seconds": seconds}
 
 
 def arm_overrides(arm: str, seed: int, out: str, extra: list) -> list:
@@ -80,12 +81,13 @@ def same_config(out: str, cfg) -> bool:
         return yaml.safe_load(f) == yaml.safe_load(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def summarise(runs: dict) -> dict:
-    """Per arm: test mIoU mean, std (over seeds, ddof=1 when >= 2 seeds), min, max, n, and the
-    paired difference to the semi arm (same seed: same initialisation and batches) as mean and std."""
+def summarise(runs: dict, score=lambda r: r["test_miou"]) -> dict:
+    """Per arm: score (test mIoU by default) in % as mean, std (over seeds, ddof=1 when >= 2 seeds),
+    min, max, n, and the paired difference to the semi arm (same seed: same initialisation and
+    batches) as mean and std."""
     out = {}
     for arm, per_seed in runs.items():
-        x = np.array([r["test_miou"] for r in per_seed.values()]) * 100
+        x = np.array([score(r) for r in per_seed.values()]) * 100
         out[arm] = {
             "mean": float(x.mean()),
             "std": spread(x),
@@ -95,9 +97,14 @@ def summarise(runs: dict) -> dict:
         }
         common = sorted(set(per_seed) & set(runs.get("semi", {})))
         if arm != "semi" and common:
-            d = np.array([per_seed[k]["test_miou"] - runs["semi"][k]["test_miou"] for k in common]) * 100
+            d = np.array([score(per_seed[k]) - score(runs["semi"][k]) for k in common]) * 100
             out[arm]["vs_semi"] = {"mean": float(d.mean()), "std": spread(d), "n": d.size}
     return out
+
+
+def mean_iou_without(excluded: list):
+    """A score: the mean test IoU over the classes not in excluded."""
+    return lambda r: float(np.mean([v for c, v in r["test_iou"].items() if c not in excluded]))
 
 
 def spread(x: np.ndarray) -> float:
@@ -105,14 +112,27 @@ def spread(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if x.size > 1 else 0.0
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict, what: str = "test mIoU") -> None:
     """The summary as a Markdown table."""
-    print("\n| arm | test mIoU, mean +- std | min | max | seeds | paired difference to semi, mean +- std |")
+    print(f"\n| arm | {what}, mean +- std | min | max | seeds | paired difference to semi, mean +- std |")
     print("|---|---:|---:|---:|---:|---:|")
     for arm, s in summary.items():
         d = s.get("vs_semi")
         diff = f"{d['mean']:+.2f} +- {d['std']:.2f}" if d else ""
         print(f"| {arm} | {s['mean']:.2f} +- {s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['n']} | {diff} |")
+
+
+def print_per_class(runs: dict) -> None:
+    """Test IoU per class and arm in %, mean +- std over seeds, as a Markdown table."""
+    arms = list(runs)
+    classes = list(next(iter(runs[arms[0]].values()))["test_iou"])
+    print("\n| class | " + " | ".join(arms) + " |\n|---|" + "---:|" * len(arms))
+    for c in classes:
+        cells = []
+        for arm in arms:
+            x = np.array([r["test_iou"][c] for r in runs[arm].values()]) * 100
+            cells.append(f"{x.mean():.1f} +- {spread(x):.1f}")
+        print(f"| {c} | " + " | ".join(cells) + " |")
 
 
 def plot(runs: dict, path: str) -> None:
@@ -158,7 +178,14 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="reuse finished runs of the same config, continue others")
     ap.add_argument("--plot", help="PNG of val mIoU against iteration (needs matplotlib)")
     ap.add_argument("--json", help="write the per-run results and the summary here")
+    ap.add_argument(
+        "--without", nargs="+", default=[], metavar="CLASS", help="also summarise the mean IoU without these"
+    )
     args = ap.parse_args(argv)
+    names = load_config(args.config, args.set).data.class_names
+    unknown = sorted(set(args.without) - set(names))
+    if unknown:
+        ap.error(f"--without {' '.join(unknown)}: no such class; the classes are {', '.join(names)}")
     runs = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:
@@ -168,6 +195,9 @@ def main(argv=None) -> int:
             if args.json:
                 write_json(args.json, runs, args.set)
     print_summary(summarise(runs))
+    print_per_class(runs)
+    if args.without:
+        print_summary(summarise(runs, mean_iou_without(args.without)), f"mean IoU without {', '.join(args.without)}")
     if args.plot:
         plot(runs, args.plot)
         print(f"plot: {args.plot}")

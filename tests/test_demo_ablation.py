@@ -35,7 +35,8 @@ def load_ablation():
 def test_ablation_runs_every_arm_and_summarises(tmp_path):
     mod = load_ablation()
     out, js, png = tmp_path / "runs", tmp_path / "a.json", tmp_path / "a.png"
-    assert mod.main(["--seeds", "0", "--out", str(out), "--json", str(js), "--plot", str(png), "--set", *TOY]) == 0
+    argv = ["--seeds", "0", "--out", str(out), "--json", str(js), "--plot", str(png), "--without", "car", "--set", *TOY]
+    assert mod.main(argv) == 0
     summary = json.loads(js.read_text())["summary"]
     assert set(summary) == set(mod.ARMS) and all(0 <= s["mean"] <= 100 and s["n"] == 1 for s in summary.values())
     assert all("vs_semi" in s for arm, s in summary.items() if arm != "semi") and "vs_semi" not in summary["semi"]

@@ -25,8 +25,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
+# The extension is rebuilt only when it is missing, its sources or build files changed, or
+# FORCE_CUDA changed since the last build (`make clean` forces a rebuild).
+BUILD_INPUTS := setup.py pyproject.toml $(shell find csrc -type f)
+BUILT := $(VENV)/.built
+
 build: setup
-	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	@if [ "$$(cat $(BUILT) 2>/dev/null)" = "FORCE_CUDA=$(FORCE_CUDA)" ] && ls semiearth/_C*.so >/dev/null 2>&1 \
+		&& [ -z "$$(find $(BUILD_INPUTS) -newer $(BUILT))" ]; then \
+		echo "semiearth._C is up to date (make clean to rebuild)"; \
+	else \
+		$(PY) -m pip install --no-build-isolation --no-deps -e . && echo "FORCE_CUDA=$(FORCE_CUDA)" > $(BUILT); \
+	fi
 
 test: test-python test-cpp
 
@@ -56,4 +66,4 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf build semiearth/_C*.so *.egg-info
+	rm -rf build semiearth/_C*.so *.egg-info $(BUILT)

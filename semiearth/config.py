@@ -65,9 +65,11 @@ class TrainConfig:
     """Optimisation and the teacher-student iteration (UniMatch-V2 / FixMatch-EMA defaults; iters and
     learning rates sized for a short CPU run of effnet_lite0_fpn: DINOv2 wants lr 5e-6, head_lr_mult 40)."""
 
+    method: str = "fixmatch"  # the S4 method (semiearth/train/methods): supervised, fixmatch, mean_teacher, ...
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's Options, checked at load
     iters: int = 200
     batch_size: int = 8  # labelled images per step (per process)
-    unlabeled_batch_size: int = 8  # unlabelled images per step (per process); 0 = supervised only
+    unlabeled_batch_size: int = 8  # unlabelled images per step (per process); supervised: 0
     lr: float = 5e-4  # backbone learning rate
     head_lr_mult: float = 5.0  # decoder lr = lr * head_lr_mult
     weight_decay: float = 0.01
@@ -244,6 +246,10 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
         if len(obj.scale_range) != 2:
             raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
+    if isinstance(obj, TrainConfig):
+        obj.method_options = _method_options(obj, prefix)
+    if isinstance(obj, Config):
+        _resolve_method(obj)
     if isinstance(obj, PurifyConfig):
         from semiearth.purify.classifiers.registry import check_method  # the registry knows the methods
 
@@ -251,6 +257,40 @@ def _validate(obj: Any, prefix: str) -> None:
         if problem:
             raise ConfigError(f"{_join(prefix, 'method')}: {problem}")
     _check_ranges(obj, prefix)
+
+
+def _method_options(train: TrainConfig, prefix: str) -> dict:
+    """train.method_options checked against the method's Options dataclass, with its defaults filled
+    in (so config.yaml records every option the method ran with)."""
+    from semiearth.train.methods import method_class  # the registry knows the methods
+
+    try:
+        cls = method_class(train.method)
+    except KeyError as err:
+        raise ConfigError(f"{_join(prefix, 'method')}: {err.args[0]}") from None
+    where = _join(prefix, "method_options")
+    try:
+        return dataclasses.asdict(_build(cls.Options, train.method_options, where))
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise ConfigError(f"{err} (options of train.method {train.method})") from None
+        raise ConfigError(f"{where}.{err}") from None
+
+
+def _resolve_method(cfg: Config) -> None:
+    """A method without unlabelled data (supervised) runs with no unlabelled batch and no VLM-PP,
+    and the config says so; a semi-supervised method needs unlabelled images."""
+    from semiearth.train.methods import method_class
+
+    semi = method_class(cfg.train.method).semi
+    if not semi:
+        cfg.train.unlabeled_batch_size = 0
+        cfg.purify.method = "none"
+    elif cfg.train.unlabeled_batch_size == 0:
+        raise ConfigError(
+            f"train.method {cfg.train.method} trains on unlabelled images: set train.unlabeled_batch_size >= 1, "
+            "or train.method: supervised for a labelled-only run"
+        )
 
 
 # Ranges of numeric keys, checked when a section is built: (low, high) inclusive, high None = unbounded;

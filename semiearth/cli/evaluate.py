@@ -1,7 +1,7 @@
 """semiearth-eval --checkpoint RUN/best.pth [--split test] [--config X.yaml] [--set key=value ...]
 
-Evaluates the EMA teacher (or --weights student; the names of semiearth-predict too) of a checkpoint
-on a split and prints per-class IoU/F1, mIoU, OA and mean F1. The run's saved config is used unless
+Evaluates the network of a checkpoint that its S4 method evaluates (FixMatch: the EMA teacher), or
+--weights NAME (the names of semiearth-predict too), on a split and prints per-class IoU/F1, mIoU, OA and mean F1. The run's saved config is used unless
 --config is given.
 """
 
@@ -21,7 +21,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="config file (default: the one stored in the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
-        "--weights", default="teacher", choices=["teacher", "student"], help="EMA teacher (default) or student"
+        "--weights",
+        default=None,
+        help=(
+            "the network to use: a name the checkpoint's method offers (FixMatch, Mean Teacher, UniMatch V2, "
+            "supervised: teacher, student; CPS: student_a, student_b, mean); default: the method's own choice"
+        ),
     )
     p.add_argument("--mode", default=None, choices=["whole", "slide"], help="inference mode (overrides eval.mode)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
@@ -43,9 +48,8 @@ def main(argv=None) -> int:
     from semiearth.train.checkpoint import (
         CheckpointError,
         check_compatible,
-        checkpoint_weights,
+        inference_model,
         load_checkpoint,
-        load_weights,
     )
 
     try:
@@ -58,8 +62,9 @@ def main(argv=None) -> int:
         check_compatible(ckpt, cfg.model.name, cfg.data.num_classes, args.checkpoint)
         check_data_config(cfg.data)
         cfg.model.pretrained = False  # the checkpoint holds every weight
-        model = build_model(cfg.model, cfg.data.num_classes)
-        load_weights(model, checkpoint_weights(ckpt, args.weights, args.checkpoint), args.weights, args.checkpoint)
+        model = inference_model(
+            ckpt, args.weights, args.checkpoint, lambda: build_model(cfg.model, cfg.data.num_classes)
+        )
     except (CheckpointError, ConfigError, FileNotFoundError) as err:
         print(f"semiearth-eval: {err}", file=sys.stderr)
         return 2

@@ -18,8 +18,9 @@ Windows are processed in row strips, so memory stays O(window x width), whatever
 
 Checkpoint format: a file written by ``semiearth.train.checkpoint.save_checkpoint`` with
 ``config`` (the resolved config as a dict; the model is rebuilt from ``config.model`` with
-``config.data.num_classes`` outputs) and the weights of the EMA teacher (used by default) and the
-student: ``--weights teacher|student``, the same names as ``semiearth-eval``.
+``config.data.num_classes`` outputs) and the weights of every network of its S4 method; the one the
+method evaluates is used by default (FixMatch: the EMA teacher), ``--weights NAME`` picks another,
+the same names as ``semiearth-eval``.
 """
 
 from __future__ import annotations
@@ -40,23 +41,22 @@ class PredictError(RuntimeError):
     pass
 
 
-def load_model(path: str, weights: str = "teacher", device: str = "cpu"):
-    """(model in eval mode, Config) from a SemiEarth checkpoint; weights: teacher (EMA) or student."""
+def load_model(path: str, weights: str | None = None, device: str = "cpu"):
+    """(model in eval mode, Config) from a SemiEarth checkpoint; weights: a network name of the
+    checkpoint's method (None: the one the method evaluates)."""
     from semiearth.config import config_from_dict
     from semiearth.models import build_model
-    from semiearth.train.checkpoint import checkpoint_weights, load_checkpoint
+    from semiearth.train.checkpoint import CheckpointError, inference_model, load_checkpoint
 
     state = load_checkpoint(path)
     if "config" not in state or not isinstance(state["config"], dict):
         raise PredictError(f"checkpoint {path} has no resolved 'config': cannot rebuild its model")
     cfg = config_from_dict(state["config"])
-    weights_dict = checkpoint_weights(state, weights, path)
     cfg.model.pretrained = False  # the checkpoint brings every weight; never download or read backbone files
-    model = build_model(cfg.model, cfg.data.num_classes)
     try:
-        model.load_state_dict(weights_dict)
-    except RuntimeError as e:
-        raise PredictError(f"checkpoint {path}: {weights} weights do not fit model {cfg.model.name}: {e}") from e
+        model = inference_model(state, weights, path, lambda: build_model(cfg.model, cfg.data.num_classes))
+    except CheckpointError as e:
+        raise PredictError(str(e)) from e
     return model.to(device).eval(), cfg
 
 
@@ -216,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument(
-        "--weights", default="teacher", choices=["teacher", "student"], help="EMA teacher (default) or student"
+        "--weights",
+        default=None,
+        help=(
+            "the network to use: a name the checkpoint's method offers (FixMatch, Mean Teacher, UniMatch V2, "
+            "supervised: teacher, student; CPS: student_a, student_b, mean); default: the method's own choice"
+        ),
     )
     p.add_argument("--value-scale", type=float, default=None, help="non-uint8 images: raw value of full brightness "
                    "(default: data.value_scale of the checkpoint's config)")  # fmt: skip

@@ -11,7 +11,7 @@ The `*_reference` functions are the plain-torch specifications the fast paths ar
 
 from semiearth.ops._extension import OP_BACKENDS, backends, has_cpp, has_cuda_kernels
 from semiearth.ops.crop_batch import crop_batch, crop_batch_reference
-from semiearth.ops.purify_apply import RULES, purify_apply, purify_apply_reference, rule_weights
+from semiearth.ops.purify_apply import RULES, purify_apply, purify_apply_probs, purify_apply_reference, rule_weights
 from semiearth.ops.purify_stats import (
     BOUNDARY,
     IGNORED,
@@ -34,6 +34,7 @@ __all__ = [
     "has_cpp",
     "has_cuda_kernels",
     "purify_apply",
+    "purify_apply_probs",
     "purify_apply_reference",
     "purify_stats",
     "purify_stats_reference",

@@ -143,16 +143,9 @@ def check_stats(logits: torch.Tensor, stats) -> None:
 def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule: int, tau: float = 0.7):
     """Plain-torch specification of purify_apply; `weights` come from rule_weights()."""
     check_stats(logits, stats)
-    b, c, h, w = logits.shape
     if weights.shape[0] == 0:
         return stats.label.clone(), stats.conf.clone()
-    cell = stats.cell
-    yy = torch.arange(h, device=logits.device) // cell
-    xx = torch.arange(w, device=logits.device) // cell
-    bb = torch.arange(b, device=logits.device)
-    region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label]  # [B,H,W]
-    cand = (stats.flags & (LOW | IGNORED)) == LOW
-    hit = cand & (region >= 0)
+    region, hit = pixel_regions(stats, seg_table)
     wpix = weights[region.clamp(min=0).long()].permute(0, 3, 1, 2)  # [B,C,H,W]
     if rule == RULES["bayes"]:
         z = logits.float() + wpix
@@ -166,3 +159,46 @@ def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule:
     label = torch.where(hit, new_label, stats.label)
     conf = torch.where(hit, new_conf, stats.conf)
     return label, conf
+
+
+def pixel_regions(stats: PurifyStats, seg_table: torch.Tensor):
+    """(region [B,H,W] int32: each pixel's (cell, pseudo-label) segment in seg_table, -1 for none;
+    hit [B,H,W] bool: the candidate pixels (LOW, not IGNORED) of a selected segment)."""
+    b, h, w = stats.label.shape
+    dev = stats.label.device
+    yy = torch.arange(h, device=dev) // stats.cell
+    xx = torch.arange(w, device=dev) // stats.cell
+    bb = torch.arange(b, device=dev)
+    region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label]
+    cand = (stats.flags & (LOW | IGNORED)) == LOW
+    return region, cand & (region >= 0)
+
+
+def purify_apply_probs(logits, stats: PurifyStats, seg_table, q, rule: str = "bayes", trust: float = 1.0,
+                       tau: float = 0.7) -> torch.Tensor:  # fmt: skip
+    """Purified class probabilities [B,C,H,W] float32, for methods with soft targets (plain torch).
+
+    The distribution whose argmax and max are what purify_apply returns: rule "bayes":
+    softmax(logits + trust * log q_r) at the pixels purify_apply updates; rule "paper": the VLM's
+    class k gets the purified confidence c' and the other classes share 1 - c' in the teacher's
+    proportions. Every other pixel keeps the teacher's softmax.
+    """
+    check_inputs(logits, stats, seg_table, q, rule, trust, tau)
+    p = logits.float().softmax(1)
+    if q.shape[0] == 0:
+        return p
+    weights = rule_weights(q, rule, trust)
+    if rule == "bayes":
+        seg_table = drop_neutral_regions(seg_table, weights)
+    region, hit = pixel_regions(stats, seg_table)
+    wpix = weights[region.clamp(min=0).long()].permute(0, 3, 1, 2)
+    if rule == "bayes":
+        new = torch.softmax(logits.float() + wpix, dim=1)
+    else:
+        qk, k = wpix.max(dim=1, keepdim=True)
+        a = (stats.conf / tau).clamp(0.0, 1.0)[:, None]
+        conf = a * stats.conf[:, None] + (1 - a) * qk
+        top = torch.zeros_like(p).scatter_(1, k, 1.0).bool()
+        rest = p.masked_fill(top, 0.0)
+        new = torch.where(top, conf, (1 - conf) * rest / rest.sum(1, keepdim=True).clamp_min(1e-12))
+    return torch.where(hit[:, None], new, p)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purify_stats
+from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purify_apply_probs, purify_stats
 from semiearth.ops._extension import BACKENDS
 from semiearth.ops._validate import check_int, check_unit_interval
 from semiearth.ops.purify_apply import RULES
@@ -31,7 +31,8 @@ class PurifyOutput:
     label [B,H,W] int64 and conf [B,H,W] float32: purified pseudo-labels and confidences.
     records: one dict per region (see VLMPurifier.records). timings: seconds per stage.
     relabelled / confirmed: candidate pixels whose class changed / whose class was kept and whose
-    confidence now reaches `admit_thresh`. stats, regions [N,6] and q [N,C] are kept for rendering.
+    confidence now reaches `admit_thresh`. stats, regions [N,6], seg_table and q [N,C] are kept for
+    rendering and for `VLMPurifier.purified_probs`.
     """
 
     label: torch.Tensor
@@ -45,6 +46,7 @@ class PurifyOutput:
     regions: torch.Tensor | None = None
     q: torch.Tensor | None = None
     class_names: list | None = None
+    seg_table: torch.Tensor | None = None
 
     @property
     def counts(self) -> dict:
@@ -150,8 +152,25 @@ class VLMPurifier:
             raise ValueError(f"VLMPurifier: images on {images.device} but logits on {logits.device}")
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, logits: torch.Tensor, ignore: torch.Tensor | None = None) -> PurifyOutput:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        logits: torch.Tensor,
+        ignore: torch.Tensor | None = None,
+        gt: torch.Tensor | None = None,
+    ) -> PurifyOutput:
+        """Purify the pseudo-labels of `logits` [B,C,H,W] for `images` [B,3,H,W]; `ignore` [B,H,W] bool
+        (padding, no-data). `gt` [B,H,W] int64: the batch's ground truth, an ordinary batch field that
+        reaches only classifiers that read one (the oracle upper bound: its `set_gt`)."""
         self._check(images, logits, ignore)
+        set_gt = getattr(self.classifier, "set_gt", None)
+        if callable(set_gt):
+            if gt is None:
+                raise ValueError(
+                    f"VLMPurifier: classifier {type(self.classifier).__name__} reads the batch's ground truth; "
+                    "pass gt=[B,H,W] int64 (ignore_index where unknown)"
+                )
+            set_gt(gt)
         timer = StageTimer(logits.device, STAGES)
         with timer("stats"):
             stats = purify_stats(
@@ -175,6 +194,7 @@ class VLMPurifier:
                 regions,
                 logits.new_zeros((0, self.num_classes)).float(),
                 self.class_names,
+                seg_table,
             )
 
         with timer("crop"):
@@ -204,8 +224,14 @@ class VLMPurifier:
             )
         records, relabelled, confirmed = self.records(stats, seg_table, regions, q, label, conf)
         return PurifyOutput(
-            label, conf, records, dict(timer.total), relabelled, confirmed, n, stats, regions, q, self.class_names
-        )
+            label, conf, records, dict(timer.total), relabelled, confirmed, n, stats, regions, q, self.class_names,
+            seg_table,
+        )  # fmt: skip
+
+    def purified_probs(self, logits: torch.Tensor, out: PurifyOutput) -> torch.Tensor:
+        """The purified class probabilities [B,C,H,W] of a call's output (whose argmax and max are
+        out.label and out.conf), for methods with soft targets; computed only when asked for."""
+        return purify_apply_probs(logits, out.stats, out.seg_table, out.q, self.rule, self.trust, self.tau)
 
     def records(self, stats, seg_table, regions, q, label, conf):
         """One dict per region: image, box, cell, teacher class + mean confidence over the segment's

@@ -110,16 +110,19 @@ def normalise(image: torch.Tensor, mean, std) -> torch.Tensor:
 class TrainView(torch.utils.data.Dataset):
     """Wraps a dataset split for training; indexed by (index, aug_seed) pairs from the sampler.
 
-    labelled: {image, mask}; unlabelled: {image_w, image_s, pad, box} (weak view, strong view,
-    padding mask, CutMix box), all normalised with the data config's mean/std. With `with_gt`, an
-    unlabelled item also has gt_w [crop,crop] int64: the ground truth of the unlabelled image (the
+    labelled: {image, mask}; unlabelled: {image_w, image_s, pad, box, gt_w} (weak view, strong view,
+    padding mask, CutMix box, ground truth under the weak view's geometry), images normalised with
+    the data config's mean/std. With strong_views=2 (UniMatch V2) also image_s2 and box2, drawn after
+    the first view's, so the first view is the same whatever the count.
+    gt_w [crop,crop] int64 is the unlabelled image's ground truth where the dataset has one (the
     item's `gt`, as synthetic scenes give, else its mask, as prepared datasets give with
-    data.options.unlabeled_masks) under the weak view's geometry, for the oracle upper bound.
+    data.options.unlabeled_masks) and ignore_index elsewhere: an ordinary batch field that only the
+    oracle upper bound reads (VLMPurifier hands it on).
     """
 
-    def __init__(self, dataset, data_cfg, train_cfg, labelled: bool, with_gt: bool = False):
+    def __init__(self, dataset, data_cfg, train_cfg, labelled: bool, strong_views: int = 1):
         self.dataset, self.data, self.train, self.labelled = dataset, data_cfg, train_cfg, labelled
-        self.with_gt = with_gt
+        self.strong_views = strong_views
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -129,26 +132,16 @@ class TrainView(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(int(seed))
         item = self.dataset[index]
         d, t = self.data, self.train
-        with_gt = self.with_gt and not self.labelled
-        mask = item.get("gt", item["mask"]) if with_gt else item["mask"]  # the same draws with or without gt
-        if with_gt and bool((mask == d.ignore_index).all()):
-            raise ValueError(
-                f"purify.method: oracle needs the ground truth of the unlabelled images, and dataset "
-                f"{type(self.dataset).__name__} gives none for item {index} (synthetic scenes carry it; prepared "
-                "datasets with data.options.unlabeled_masks: true)"
-            )
+        mask = item["mask"] if self.labelled else item.get("gt", item["mask"])
         image, mask, pad = weak_geometric(
             item["image"], mask, d.crop_size, t.scale_range, d.ignore_index, g, t.hflip, t.rotate90
         )
         if self.labelled:
             return {"image": normalise(image, d.mean, d.std), "mask": mask}
-        strong = strong_photometric(image, g, t.color_jitter, t.grayscale_prob, t.blur_prob, t.hue_jitter)
-        out = {
-            "image_w": normalise(image, d.mean, d.std),
-            "image_s": normalise(strong, d.mean, d.std),
-            "pad": pad,
-            "box": cutmix_box(d.crop_size, g, t.cutmix_prob),
-        }
-        if with_gt:
-            out["gt_w"] = mask
+        out = {"image_w": normalise(image, d.mean, d.std), "pad": pad, "gt_w": mask}
+        for k in range(self.strong_views):
+            strong = strong_photometric(image, g, t.color_jitter, t.grayscale_prob, t.blur_prob, t.hue_jitter)
+            suffix = str(k + 1) if k else ""
+            out[f"image_s{suffix}"] = normalise(strong, d.mean, d.std)
+            out[f"box{suffix}"] = cutmix_box(d.crop_size, g, t.cutmix_prob)
         return out

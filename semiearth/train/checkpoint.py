@@ -208,26 +208,72 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-def check_compatible(state: dict, model_name: str, num_classes: int, path: str) -> None:
+def check_compatible(state: dict, model_name: str, num_classes: int, path: str, method: str | None = None) -> None:
+    """The checkpoint is of this model, class count and (when given) S4 method, else CheckpointError."""
     got = (state.get("model_name"), state.get("num_classes"))
     if got != (model_name, num_classes):
         raise CheckpointError(
             f"checkpoint {path} is for model {got[0]} with {got[1]} classes, this run is {model_name} with "
             f"{num_classes} classes"
         )
+    theirs = checkpoint_method(state)
+    if method is not None and theirs != method:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with train.method {theirs}, this run is {method}: resume it with "
+            f"--set train.method={theirs}, or start a new run in another --out"
+        )
 
 
-WEIGHTS = {"teacher": "ema", "student": "model"}  # --weights name -> checkpoint key (eval and predict)
+def checkpoint_method(state: dict) -> str:
+    """The S4 method that wrote the checkpoint (checkpoints from before the method seam: fixmatch)."""
+    return state.get("method", "fixmatch")
+
+
+LEGACY_WEIGHTS = {"teacher": "ema", "student": "model"}  # checkpoints from before the method seam
+
+
+def weight_names(state: dict) -> list[str]:
+    """The `--weights` names a checkpoint offers: its networks, then its ensembles."""
+    if "weights" not in state:
+        return [n for n, k in LEGACY_WEIGHTS.items() if k in state]
+    return [*state["weights"], *state.get("ensembles", {})]
+
+
+def default_weights(state: dict) -> str:
+    """The network a checkpoint's method evaluates by default (the EMA teacher for FixMatch)."""
+    return state.get("default_weights", "teacher")
 
 
 def checkpoint_weights(state: dict, which: str, path: str) -> dict:
-    """The state dict of the `which` model ("teacher": EMA, "student") of a loaded checkpoint."""
-    if which not in WEIGHTS:
-        raise CheckpointError(f"--weights {which!r}: expected one of {', '.join(WEIGHTS)}")
-    weights = state.get(WEIGHTS[which])
+    """The state dict of network `which` (a name from `weight_names`) of a loaded checkpoint."""
+    names = weight_names(state)
+    if which not in names:
+        raise CheckpointError(
+            f"--weights {which!r}: checkpoint {path} (train.method {checkpoint_method(state)}) holds "
+            f"{', '.join(names) or 'no weights'}"
+        )
+    weights = state["weights"][which] if "weights" in state else state[LEGACY_WEIGHTS[which]]
     if not isinstance(weights, dict):
-        raise CheckpointError(f"checkpoint {path} holds no {which} weights (key {WEIGHTS[which]!r})")
+        raise CheckpointError(f"checkpoint {path} holds no {which} weights")
     return weights
+
+
+def inference_model(state: dict, which: str | None, path: str, build) -> torch.nn.Module:
+    """The network `which` (default: the method's `default_weights`) of a loaded checkpoint, built by
+    `build()` (a fresh model of the checkpoint's architecture) and loaded; an ensemble name gives a
+    MeanProbabilities of its members."""
+    from semiearth.models.ensemble import MeanProbabilities
+
+    which = which or default_weights(state)
+    members = state.get("ensembles", {}).get(which)
+    if members is None and which not in weight_names(state):
+        checkpoint_weights(state, which, path)  # raises, naming the choices
+    models = []
+    for name in members or [which]:
+        model = build()
+        load_weights(model, checkpoint_weights(state, name, path), name, path)
+        models.append(model)
+    return MeanProbabilities(models) if members else models[0]
 
 
 def load_weights(module: torch.nn.Module, weights: dict, what: str, path: str) -> None:

@@ -1,12 +1,14 @@
 """The VLM-PP hook: build the purifier from the config and turn teacher logits into targets.
 
-The trainer only needs `pseudo_labels(...)`: without a purifier it is FixMatch's argmax/max
-softmax; with one, VLM-PP (semiearth.purify) re-checks the low-confidence regions.
+Every method gets its targets through `pseudo_labels(...)` (via StepContext in methods/base.py):
+without a purifier it is FixMatch's argmax/max softmax; with one, VLM-PP (semiearth.purify)
+re-checks the low-confidence regions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,27 +45,40 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
 
 @dataclass
 class PseudoLabels:
-    """Targets of the unlabelled batch: `label`/`conf` (purified when `output` is set), the teacher's
-    own `teacher_label`/`teacher_conf` and the weak-view `images` (for panels), and VLM-PP's
-    PurifyOutput (records, timings, pixel counts) or None without a purifier."""
+    """Targets of the unlabelled batch from the teacher's weak-view logits.
+
+    label [B,H,W] int64, conf [B,H,W] float32 and `prob` [B,C,H,W] float32 (class probabilities,
+    computed on first use): purified by VLM-PP when `output` is set, else the teacher's own.
+    teacher_label / teacher_conf / teacher_prob: the teacher's argmax, max softmax and softmax.
+    images: the weak view (for panels). output: VLM-PP's PurifyOutput (records, timings, counts) or None.
+    """
 
     label: torch.Tensor
     conf: torch.Tensor
     teacher_label: torch.Tensor
     teacher_conf: torch.Tensor
+    teacher_prob: torch.Tensor
     images: torch.Tensor
     output: PurifyOutput | None = None
+    logits: torch.Tensor | None = field(default=None, repr=False)
+    purifier: VLMPurifier | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def prob(self) -> torch.Tensor:
+        if self.output is None:
+            return self.teacher_prob
+        with torch.no_grad():
+            return self.purifier.purified_probs(self.logits, self.output)
 
 
 @torch.no_grad()
 def pseudo_labels(purifier, images_w, logits_w, ignore=None, gt=None) -> PseudoLabels:
-    """Pseudo-labels [B,H,W] and confidences from the teacher's weak-view logits: FixMatch's
-    argmax / max softmax, re-checked by VLM-PP when a purifier is given. `gt` [B,H,W]: the batch's
-    ground truth, handed to a classifier that reads it (the oracle upper bound, `set_gt`)."""
-    conf_t, label_t = logits_w.float().softmax(1).max(1)
+    """Pseudo-labels from the teacher's weak-view logits [B,C,H,W]: FixMatch's argmax / max softmax,
+    re-checked by VLM-PP when a purifier is given. `ignore` [B,H,W] bool: padding. `gt` [B,H,W]:
+    the batch's ground truth, which the purifier hands to classifiers that read it (the oracle)."""
+    prob_t = logits_w.float().softmax(1)
+    conf_t, label_t = prob_t.max(1)
     if purifier is None:
-        return PseudoLabels(label_t, conf_t, label_t, conf_t, images_w)
-    if gt is not None and callable(getattr(purifier.classifier, "set_gt", None)):
-        purifier.classifier.set_gt(gt)
-    out = purifier(images_w, logits_w, ignore=ignore)
-    return PseudoLabels(out.label, out.conf, label_t, conf_t, images_w, out)
+        return PseudoLabels(label_t, conf_t, label_t, conf_t, prob_t, images_w)
+    out = purifier(images_w, logits_w, ignore=ignore, gt=gt)
+    return PseudoLabels(out.label, out.conf, label_t, conf_t, prob_t, images_w, out, logits_w, purifier)

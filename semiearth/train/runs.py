@@ -66,11 +66,11 @@ def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     if not cfg.compare_baseline:
         result = train(cfg, resume)
         if D.is_main() and not result.get("interrupted"):
-            print_comparison(cfg, {_run_name(cfg): result}, "results.txt")
+            print_comparison(cfg, {run_name(cfg): result}, "results.txt")
         return result
     sup, semi = comparison_configs(cfg)
     results = {}
-    for name, c in (("supervised", sup), (f"semi+{_method_name(cfg)}", semi)):
+    for name, c in (("supervised", sup), (run_name(cfg), semi)):
         done = os.path.join(c.out_dir, "results.json")
         if resume and os.path.exists(done):
             with open(done) as f:
@@ -92,6 +92,8 @@ def comparison_configs(cfg: Config) -> tuple[Config, Config]:
     sup = copy.deepcopy(cfg)
     sup.compare_baseline = False
     sup.out_dir = os.path.join(cfg.out_dir, "supervised")
+    sup.train.method = "supervised"
+    sup.train.method_options = {}
     sup.train.unlabeled_batch_size = 0
     sup.purify.method = "none"
     semi = copy.deepcopy(cfg)
@@ -100,12 +102,10 @@ def comparison_configs(cfg: Config) -> tuple[Config, Config]:
     return sup, semi
 
 
-def _method_name(cfg: Config) -> str:
-    return "VLM-PP" if cfg.purify.method != "none" else "FixMatch"
-
-
-def _run_name(cfg: Config) -> str:
-    return f"semi+{_method_name(cfg)}" if cfg.train.unlabeled_batch_size > 0 else "supervised"
+def run_name(cfg: Config) -> str:
+    """How a run is named in tables: its S4 method, with "+VLM-PP" when purification is on."""
+    vlmpp = "+VLM-PP" if cfg.purify.method != "none" and cfg.train.method != "supervised" else ""
+    return f"{cfg.train.method}{vlmpp}"
 
 
 def print_comparison(cfg: Config, results: dict, table_name: str = "comparison.txt") -> None:

@@ -1,17 +1,14 @@
-"""The teacher-student trainer (UniMatch-V2 `fixmatch.py` lineage) with the VLM-PP hook.
+"""The training loop: set-up, one method step per iteration, and the loop's cadences.
 
-One iteration (`train_step`, a screen of small named functions):
-  unlabelled batch: EMA teacher on the weak view -> pseudo-labels, purified by VLM-PP every
-                    purify.every iterations (`unlabelled_targets`) -> CutMix of strong views and targets
-  student on labelled + strong views: CE, and CE masked by confidence >= threshold (`student_loss`)
-  loss = (L_s + L_u) / 2; AdamW (backbone / head lr split, poly decay); EMA teacher (`optimiser_step`).
-Everything else here is set-up and bookkeeping: data, model, checkpoints, logs, evaluation. The run
-folder and the baseline comparison are in runs.py, the panels in log.py.
+The S4 method (semiearth/train/methods/: supervised, fixmatch, mean_teacher, unimatch_v2, cps) owns
+its networks, targets, loss and optimiser step; VLM-PP reaches every method through the one
+pseudo-label call of its StepContext. This module keeps the data, the loop and its cadences (log,
+records, panels, checkpoints, evaluation, signals); the run folder and the baseline comparison are
+in runs.py, the panels in log.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -22,30 +19,28 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from semiearth.config import Config, config_to_dict, save_config
 from semiearth.data import build_dataset
 from semiearth.eval import evaluate
-from semiearth.models import build_model
 from semiearth.timing import StageTimer
 from semiearth.train import distributed as D
-from semiearth.train.augment import TrainView, apply_cutmix
+from semiearth.train.augment import TrainView
 from semiearth.train.checkpoint import (
     CheckpointError,
     check_compatible,
+    inference_model,
     load_checkpoint,
-    load_weights,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from semiearth.train.ema import create_teacher, ema_momentum, ema_update
 from semiearth.train.log import RunLogger, write_panels
-from semiearth.train.losses import supervised_loss, unsupervised_loss
-from semiearth.train.purify_hook import PseudoLabels, build_purifier, pseudo_labels
+from semiearth.train.methods import build_method
+from semiearth.train.methods.base import Method, StepContext, StepResult
+from semiearth.train.purify_hook import build_purifier
 from semiearth.train.sampler import StreamBatchSampler
 
 REDUCED = ("loss", "loss_x", "loss_u", "mask_ratio", "relabelled", "confirmed")  # averaged over ranks
@@ -74,53 +69,18 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-# ----------------------------------------------------------------------------- small pieces
-def autocast(cfg: Config, device):
-    if device.type != "cuda" or cfg.train.amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16)
-
-
-def param_groups(model, cfg: Config) -> list[dict]:
-    """Backbone at lr, everything else (decoder/head) at lr * head_lr_mult."""
-    backbone = {id(p) for p in model.backbone.parameters()}
-    head = [p for p in model.parameters() if id(p) not in backbone]
-    t = cfg.train
-    return [
-        {"params": list(model.backbone.parameters()), "lr": t.lr},
-        {"params": head, "lr": t.lr * t.head_lr_mult},
-    ]
-
-
-def poly_lambda(cfg: Config):
-    t = cfg.train
-
-    def factor(it: int) -> float:
-        if t.warmup_iters and it < t.warmup_iters:
-            return (it + 1) / t.warmup_iters
-        return (1 - min(it, t.iters - 1) / t.iters) ** t.poly_power
-
-    return factor
-
-
-def mix_targets(label, conf, valid, box):
-    """CutMix the pseudo-label targets with the same boxes as the strong images."""
-    return apply_cutmix(label, box), apply_cutmix(conf, box), apply_cutmix(valid, box)
-
-
 # ----------------------------------------------------------------------------- state
 @dataclass
 class TrainState:
+    """The loop's state: the config, where it runs, the S4 method (networks, optimiser), the purifier
+    and the counters that a checkpoint keeps."""
+
     cfg: Config
     out_dir: str
     rank: int
     world: int
     device: torch.device
-    student: torch.nn.Module  # DDP-wrapped when distributed
-    teacher: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
+    method: Method
     purifier: object = None
     iteration: int = 0
     best_miou: float = -1.0
@@ -129,87 +89,13 @@ class TrainState:
 
     @property
     def semi(self) -> bool:
-        return self.cfg.train.unlabeled_batch_size > 0
-
-    @property
-    def bare_student(self) -> torch.nn.Module:
-        return self.student.module if isinstance(self.student, DDP) else self.student
-
-
-# ----------------------------------------------------------------------------- one iteration
-@dataclass
-class StepResult:
-    """One iteration's losses, and the pseudo-labelled batch on iterations where VLM-PP ran."""
-
-    loss: float
-    loss_x: float
-    loss_u: float
-    mask_ratio: float
-    purified: PseudoLabels | None = None
-
-
-@dataclass
-class UnlabelledTargets:
-    """The strong views and their targets, CutMixed with the same boxes; `pseudo` when VLM-PP ran."""
-
-    image_s: torch.Tensor
-    label: torch.Tensor
-    conf: torch.Tensor
-    valid: torch.Tensor
-    pseudo: PseudoLabels | None
+        return self.method.semi
 
 
 def train_step(s: TrainState, batch_x: dict, batch_u: dict | None, timer: StageTimer) -> StepResult:
-    img_x, mask_x = batch_x["image"].to(s.device), batch_x["mask"].to(s.device)
-    u = unlabelled_targets(s, batch_u, timer) if batch_u is not None else None
-    with timer("student"):
-        with autocast(s.cfg, s.device):
-            loss, loss_x, loss_u, ratio = student_loss(s, img_x, mask_x, u)
-        s.optimizer.zero_grad(set_to_none=True)
-        s.scaler.scale(loss).backward()
-    with timer("optimiser"):
-        optimiser_step(s)
-    purified = u.pseudo if u is not None else None
-    return StepResult(loss.item(), loss_x.item(), float(loss_u.detach()), float(ratio), purified)
-
-
-def unlabelled_targets(s: TrainState, batch_u: dict, timer: StageTimer) -> UnlabelledTargets:
-    """EMA teacher on the weak view -> pseudo-labels (VLM-PP every purify.every iterations) -> CutMix."""
-    cfg, dev = s.cfg, s.device
-    img_w, img_s = batch_u["image_w"].to(dev), batch_u["image_s"].to(dev)
-    pad, box = batch_u["pad"].to(dev), batch_u["box"].to(dev)
-    with timer("teacher"), torch.no_grad(), autocast(cfg, dev):
-        logits_w = s.teacher(img_w).float()
-    purify_now = s.purifier is not None and s.iteration % cfg.purify.every == 0
-    with timer("purify"):
-        gt = batch_u["gt_w"].to(dev) if "gt_w" in batch_u else None  # purify.method: oracle only
-        pseudo = pseudo_labels(s.purifier if purify_now else None, img_w, logits_w, pad, gt=gt)
-    label, conf, valid = mix_targets(pseudo.label, pseudo.conf, ~pad, box)
-    return UnlabelledTargets(apply_cutmix(img_s, box), label, conf, valid, pseudo if purify_now else None)
-
-
-def student_loss(s: TrainState, img_x, mask_x, u: UnlabelledTargets | None):
-    """(loss, L_s, L_u, mask ratio): one student forward over the labelled and strong views;
-    loss = (L_s + L_u) / 2, or L_s alone without unlabelled data."""
-    ignore, threshold = s.cfg.data.ignore_index, s.cfg.train.threshold
-    if u is None:
-        loss_x = supervised_loss(s.student(img_x), mask_x, ignore)
-        return loss_x, loss_x, torch.zeros(()), torch.zeros(())
-    pred_x, pred_s = s.student(torch.cat([img_x, u.image_s])).split([img_x.shape[0], u.image_s.shape[0]])
-    loss_x = supervised_loss(pred_x, mask_x, ignore)
-    loss_u, ratio = unsupervised_loss(pred_s, u.label, u.conf, u.valid, threshold)
-    return (loss_x + loss_u) / 2, loss_x, loss_u, ratio
-
-
-def optimiser_step(s: TrainState) -> None:
-    """Optional gradient clipping, the AdamW step, the lr schedule, then the EMA teacher update."""
-    if s.cfg.train.grad_clip > 0:
-        s.scaler.unscale_(s.optimizer)
-        torch.nn.utils.clip_grad_norm_(s.student.parameters(), s.cfg.train.grad_clip)
-    s.scaler.step(s.optimizer)
-    s.scaler.update()
-    s.scheduler.step()
-    ema_update(s.teacher, s.bare_student, ema_momentum(s.iteration, s.cfg.train.ema_momentum))
+    """One iteration of the run's method (semiearth/train/methods/)."""
+    ctx = StepContext(s.iteration, timer, s.purifier, s.cfg.purify.every)
+    return s.method.train_step(batch_x, batch_u, ctx)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -225,29 +111,14 @@ def set_determinism(cfg: Config) -> None:
 
 
 def build_state(cfg: Config, out_dir: str, rank: int, world: int, device) -> TrainState:
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, cfg.data.num_classes)
-    if world > 1 and device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    teacher = create_teacher(model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.train.amp == "fp16")
-    student = DDP(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
-    torch.manual_seed(cfg.train.seed * 1000 + rank)  # per-rank dropout streams
-    return TrainState(cfg, out_dir, rank, world, device, student, teacher, optimizer, scheduler, scaler)
+    return TrainState(cfg, out_dir, rank, world, device, build_method(cfg, device, rank, world))
 
 
 def state_dict(s: TrainState) -> dict:
     return {
         "model_name": s.cfg.model.name,
         "num_classes": s.cfg.data.num_classes,
-        "model": s.bare_student.state_dict(),
-        "ema": s.teacher.state_dict(),
-        "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(),
-        "scaler": s.scaler.state_dict(),
+        **s.method.state_dict(),
         "iteration": s.iteration,
         "best_miou": s.best_miou,
         "rng": rng_state(),
@@ -257,15 +128,8 @@ def state_dict(s: TrainState) -> dict:
 
 def resume_from(s: TrainState, path: str) -> None:
     ckpt = load_checkpoint(path)
-    check_compatible(ckpt, s.cfg.model.name, s.cfg.data.num_classes, path)
-    load_weights(s.bare_student, ckpt["model"], "student", path)
-    load_weights(s.teacher, ckpt["ema"], "EMA teacher", path)
-    try:
-        s.optimizer.load_state_dict(ckpt["optimizer"])
-        s.scheduler.load_state_dict(ckpt["scheduler"])
-        s.scaler.load_state_dict(ckpt["scaler"])
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {path}: optimiser state does not match this run: {err}") from err
+    check_compatible(ckpt, s.cfg.model.name, s.cfg.data.num_classes, path, s.method.name)
+    s.method.load_state_dict(ckpt, path)
     s.iteration = int(ckpt["iteration"])
     s.best_miou = float(ckpt["best_miou"])
     rng = ckpt["rng"]
@@ -276,8 +140,7 @@ def resume_from(s: TrainState, path: str) -> None:
 
 
 def make_loader(dataset, cfg: Config, labelled: bool, batch_size: int, s: TrainState) -> DataLoader:
-    reads_gt = s.purifier is not None and callable(getattr(s.purifier.classifier, "set_gt", None))  # oracle
-    view = TrainView(dataset, cfg.data, cfg.train, labelled, with_gt=reads_gt)
+    view = TrainView(dataset, cfg.data, cfg.train, labelled, strong_views=s.method.strong_views)
     sampler = StreamBatchSampler(
         len(dataset),
         batch_size,
@@ -309,7 +172,7 @@ def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
         len(val_set) if not s.cfg.train.eval_max_images else min(len(val_set), s.cfg.train.eval_max_images),
         s.world,
     )
-    metrics = evaluate(s.teacher, val_set, s.cfg.data, s.cfg.eval, s.device, indices=indices)
+    metrics = evaluate(s.method.eval_network(), val_set, s.cfg.data, s.cfg.eval, s.device, indices=indices)
     logger.log(
         s.iteration, {"mIoU": metrics["mIoU"], "OA": metrics["OA"], "mF1": metrics["mF1"], "IoU": metrics["IoU"]}, "val"
     )
@@ -324,13 +187,13 @@ def collect(stats: dict, out: StepResult) -> None:
     """Append one step's values to the logging window's lists."""
     for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
         stats[k].append(getattr(out, k))
-    if out.purified is not None:
-        res = out.purified.output
-        stats["relabelled"].append(res.relabelled)
-        stats["confirmed"].append(res.confirmed)
-        stats["regions"].append(res.num_regions)
-        for k, v in res.timings.items():
-            stats[f"purify_{k}"].append(v)
+    if out.purified:  # summed over the step's purifier calls (CPS makes one per student)
+        results = [p.output for p in out.purified]
+        stats["relabelled"].append(sum(r.relabelled for r in results))
+        stats["confirmed"].append(sum(r.confirmed for r in results))
+        stats["regions"].append(sum(r.num_regions for r in results))
+        for k in results[0].timings:
+            stats[f"purify_{k}"].append(sum(r.timings[k] for r in results))
 
 
 def log_row(stats: dict, timer: StageTimer, n: int, images: int) -> dict:
@@ -353,13 +216,14 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         for path in remove_stale_temporaries(out_dir):
             print(f"[semiearth] removed {path}, left by an interrupted save", file=sys.stderr)
-        save_config(cfg, os.path.join(out_dir, "config.yaml"))
     s = build_state(cfg, out_dir, rank, world, device)
     latest = os.path.join(out_dir, "latest.pth")
     if resume:
         if not os.path.exists(latest):
             raise CheckpointError(f"--resume: no checkpoint {latest} to resume from")
-        resume_from(s, latest)
+        resume_from(s, latest)  # a refused checkpoint leaves the run folder as it was
+    if main:
+        save_config(cfg, os.path.join(out_dir, "config.yaml"))
     log = print if main else (lambda *a, **k: None)
     if resume:
         log(f"[semiearth] resumed {latest} at iteration {s.iteration}")
@@ -376,12 +240,12 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
         else None
     )
 
-    logger = RunLogger(out_dir, cfg.train.iters, s.iteration, enabled=main, desc="semi" if semi else "supervised")
+    logger = RunLogger(out_dir, cfg.train.iters, s.iteration, enabled=main, desc=cfg.train.method)
     previous = {sig: signal.signal(sig, StopRequest(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
     timer, stats, window = StageTimer(device), defaultdict(list), 0
     last_panel = s.iteration
     images_per_iter = (cfg.train.batch_size + cfg.train.unlabeled_batch_size) * world
-    s.student.train()
+    s.method.train()
     try:
         batches = zip(loader_x, loader_u, strict=True) if semi else ((b, None) for b in loader_x)
         t_data = time.perf_counter()
@@ -391,17 +255,17 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
             s.iteration += 1
             window += 1
             collect(stats, out)
-            if main and out.purified is not None:
+            if main and out.purified:
                 if (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
-                    logger.records(s.iteration, out.purified.output.records)
+                    logger.records(s.iteration, [r for p in out.purified for r in p.output.records])
                 if cfg.train.panel_every and s.iteration - last_panel >= cfg.train.panel_every:
-                    write_panels(s.out_dir, s.iteration, out.purified, cfg)  # first purified batch of a period
+                    write_panels(s.out_dir, s.iteration, out.purified[0], cfg)  # first purified batch of a period
                     last_panel = s.iteration
             logger.step(1, loss=out.loss, mask=out.mask_ratio)
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
                 row = log_row(stats, timer, window, images_per_iter * window)
                 row.update(D.all_reduce_mean({k: row[k] for k in REDUCED if k in row}, device))
-                row["lr"] = s.optimizer.param_groups[0]["lr"]
+                row["lr"] = s.method.optimizer.param_groups[0]["lr"]
                 logger.log(s.iteration, row)
                 timer, stats, window = StageTimer(device), defaultdict(list), 0
             if cfg.train.ckpt_every and s.iteration % cfg.train.ckpt_every == 0:
@@ -432,7 +296,9 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
 def finish(s: TrainState, val_set, logger) -> dict:
     """Final validation (best.pth), then test with best.pth; results.json."""
     cfg = s.cfg
-    val = evaluate(s.teacher, val_set, cfg.data, cfg.eval, s.device, indices=range(s.rank, len(val_set), s.world))
+    val = evaluate(
+        s.method.eval_network(), val_set, cfg.data, cfg.eval, s.device, indices=range(s.rank, len(val_set), s.world)
+    )
     if val["mIoU"] > s.best_miou or not os.path.exists(os.path.join(s.out_dir, "best.pth")):
         s.best_miou = max(val["mIoU"], s.best_miou)
         save(s, "best.pth")
@@ -441,8 +307,8 @@ def finish(s: TrainState, val_set, logger) -> dict:
     result = {"interrupted": False, "iteration": s.iteration, "val": val, "best_val_mIoU": s.best_miou}
     test_set = _optional_split(cfg, "test")
     if test_set is not None and len(test_set):
-        model = copy.deepcopy(s.teacher)
-        load_weights(model, load_checkpoint(best)["ema"], "EMA teacher", best)
+        any_network = s.method.students[s.method.STUDENTS[0]]
+        model = inference_model(load_checkpoint(best), None, best, lambda: copy.deepcopy(any_network))
         result["test"] = evaluate(
             model, test_set, cfg.data, cfg.eval, s.device, indices=range(s.rank, len(test_set), s.world)
         )

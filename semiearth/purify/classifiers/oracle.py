@@ -87,6 +87,12 @@ class OracleClassifier:
     def set_gt(self, gt: torch.Tensor) -> "OracleClassifier":
         if not isinstance(gt, torch.Tensor) or gt.dim() != 3 or gt.dtype != torch.int64:
             raise ValueError("OracleClassifier: gt must be an int64 tensor [B,H,W] (ignore_index for unlabelled)")
+        if bool((gt == self.ignore_index).all()):
+            raise ValueError(
+                f"{type(self).__name__} reads the ground truth of the unlabelled images, and this batch has none: "
+                "use a dataset whose unlabelled items carry it (synthetic scenes do; prepared datasets with "
+                "data.options.unlabeled_masks: true)"
+            )
         self.gt = gt
         return self
 

@@ -1,0 +1,222 @@
+"""The method seam: what every S4 method owns, and the pieces they share.
+
+A `Method` owns its networks (students trained by the optimiser, EMA teachers), one AdamW over all
+students (backbone / head learning-rate split, poly decay), the grad scaler, how it turns a labelled
+and an unlabelled batch into a loss (`train_step`), its checkpoint state and which network
+evaluation and prediction use (`default_weights`; `--weights` names are the keys of `networks()`).
+The loop in semiearth/train/trainer.py knows nothing else about it.
+
+Pseudo-labels come from one call for every method, `StepContext.pseudo_labels`: argmax / max
+softmax of the teacher's logits, purified by VLM-PP every purify.every iterations. The result
+(`PseudoLabels`) carries label, confidence and class probabilities, so hard-label methods (FixMatch,
+CPS, UniMatch V2) and soft-target methods (Mean Teacher) both consume what VLM-PP purified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from semiearth.models import build_model
+from semiearth.models.ensemble import MeanProbabilities
+from semiearth.timing import StageTimer
+from semiearth.train.augment import apply_cutmix
+from semiearth.train.checkpoint import CheckpointError, load_weights
+from semiearth.train.ema import create_teacher, ema_momentum, ema_update
+from semiearth.train.purify_hook import PseudoLabels, pseudo_labels
+
+
+@dataclass
+class NoOptions:
+    """A method without `train.method_options`."""
+
+
+@dataclass
+class StepResult:
+    """One iteration's losses and mask ratio, and the pseudo-labels that VLM-PP purified this step."""
+
+    loss: float
+    loss_x: float
+    loss_u: float
+    mask_ratio: float
+    purified: list[PseudoLabels] = field(default_factory=list)
+
+
+@dataclass
+class StepContext:
+    """What the loop hands a method's step: the iteration, the stage timer and the purifier."""
+
+    iteration: int
+    timer: StageTimer
+    purifier: object = None  # semiearth.purify.VLMPurifier or None
+    purify_every: int = 1
+    purified: list[PseudoLabels] = field(default_factory=list)
+
+    def pseudo_labels(self, images_w: torch.Tensor, logits_w: torch.Tensor, batch_u: dict) -> PseudoLabels:
+        """Targets from teacher logits [B,C,H,W] of the weak view; VLM-PP every purify_every iterations.
+        The batch's padding is ignored by VLM-PP and its ground truth `gt_w` reaches the classifiers
+        that read one (the oracle upper bound)."""
+        now = self.purifier is not None and self.iteration % self.purify_every == 0
+        with self.timer("purify"):
+            pseudo = pseudo_labels(
+                self.purifier if now else None, images_w, logits_w, batch_u["pad"], batch_u.get("gt_w")
+            )
+        if now:
+            self.purified.append(pseudo)
+        return pseudo
+
+
+def autocast(cfg, device):
+    """bf16/fp16 autocast on CUDA per train.amp; nothing on the CPU."""
+    if device.type != "cuda" or cfg.train.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16)
+
+
+def param_groups(model, cfg) -> list[dict]:
+    """Backbone at lr, everything else (decoder/head) at lr * head_lr_mult."""
+    backbone = {id(p) for p in model.backbone.parameters()}
+    head = [p for p in model.parameters() if id(p) not in backbone]
+    t = cfg.train
+    return [
+        {"params": list(model.backbone.parameters()), "lr": t.lr},
+        {"params": head, "lr": t.lr * t.head_lr_mult},
+    ]
+
+
+def poly_lambda(cfg):
+    """Linear warm-up over train.warmup_iters, then (1 - it / iters) ** poly_power."""
+    t = cfg.train
+
+    def factor(it: int) -> float:
+        if t.warmup_iters and it < t.warmup_iters:
+            return (it + 1) / t.warmup_iters
+        return (1 - min(it, t.iters - 1) / t.iters) ** t.poly_power
+
+    return factor
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch's tensors on `device` (names and other values unchanged)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def mix_targets(pseudo: PseudoLabels, pad: torch.Tensor, box: torch.Tensor):
+    """(label, conf, valid) CutMixed with the boxes of the strong images (valid = not padding)."""
+    return apply_cutmix(pseudo.label, box), apply_cutmix(pseudo.conf, box), apply_cutmix(~pad, box)
+
+
+class Method:
+    """Base of the S4 methods. A subclass sets the class attributes and writes `train_step`.
+
+    STUDENTS: names of the networks the optimiser trains (each built from cfg.model; the first gets
+    the seed's initial weights, the next ones continue the same random stream, so they differ).
+    TEACHERS: {name: student} EMA teachers, theta_t <- m theta_t + (1 - m) theta_s after every step.
+    ENSEMBLES: {name: (network, ...)}: named averages that eval/predict can use as one model.
+    semi: whether the method reads unlabelled batches; strong_views: strong views per unlabelled image.
+    Options: the dataclass of `train.method_options` (checked when the config is read).
+    """
+
+    name = ""  # the registry name (METHODS in semiearth/train/methods/__init__.py)
+    STUDENTS: tuple[str, ...] = ("student",)
+    TEACHERS: dict[str, str] = {"teacher": "student"}
+    ENSEMBLES: dict[str, tuple[str, ...]] = {}
+    semi = True
+    strong_views = 1
+    Options = NoOptions
+
+    def __init__(self, cfg, device, rank: int = 0, world: int = 1):
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.options = self.Options(**cfg.train.method_options)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.students = {name: self._new_network() for name in self.STUDENTS}
+        self.teachers = {name: create_teacher(self.students[src]) for name, src in self.TEACHERS.items()}
+        groups = [g for m in self.students.values() for g in param_groups(m, cfg)]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.train.amp == "fp16")
+        self.ddp = {name: self._wrap(m) for name, m in self.students.items()}
+        torch.manual_seed(cfg.train.seed * 1000 + rank)  # per-rank dropout streams
+
+    @property
+    def default_weights(self) -> str:
+        """The network that validation, test, semiearth-eval and semiearth-predict use by default."""
+        return next(iter(self.TEACHERS), self.STUDENTS[0])
+
+    def _new_network(self) -> torch.nn.Module:
+        model = build_model(self.cfg.model, self.cfg.data.num_classes)
+        if self.world > 1 and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.device)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return model
+        return DDP(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Every network by its `--weights` name (bare modules, not DDP wrappers)."""
+        return {**self.students, **self.teachers}
+
+    def eval_network(self, name: str | None = None) -> torch.nn.Module:
+        """The network (or named ensemble) `name`, by default `default_weights`, for evaluation."""
+        name = name or self.default_weights
+        nets = self.networks()
+        if name in self.ENSEMBLES:
+            return MeanProbabilities([nets[n] for n in self.ENSEMBLES[name]])
+        return nets[name]
+
+    def train(self) -> None:
+        """Students in training mode (teachers stay in eval mode)."""
+        for m in self.students.values():
+            m.train()
+
+    # ------------------------------------------------------------------------- one iteration
+    def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
+        raise NotImplementedError
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+
+    def optimiser_step(self, iteration: int) -> None:
+        """Optional gradient clipping (per student), the AdamW step, the lr schedule, the EMA teachers."""
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            for m in self.ddp.values():
+                torch.nn.utils.clip_grad_norm_(m.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        momentum = ema_momentum(iteration, self.cfg.train.ema_momentum)
+        for name, src in self.TEACHERS.items():
+            ema_update(self.teachers[name], self.students[src], momentum)
+
+    # ------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """The method's part of a checkpoint: its name, every network's weights, optimiser state."""
+        return {
+            "method": self.name,
+            "weights": {name: m.state_dict() for name, m in self.networks().items()},
+            "default_weights": self.default_weights,
+            "ensembles": {name: list(members) for name, members in self.ENSEMBLES.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict, path: str) -> None:
+        """Restore from a checkpoint of the same method (the caller checked the method's name)."""
+        for name, module in self.networks().items():
+            if name not in state["weights"]:
+                raise CheckpointError(f"checkpoint {path} holds no {name} weights for method {self.name}")
+            load_weights(module, state["weights"][name], name, path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {path}: optimiser state does not match this run: {err}") from err

@@ -1,23 +1,27 @@
-"""Ablation of the demo: what does VLM-PP add to training, beyond the teacher-student method itself?
+"""Ablation of the demo: what does VLM-PP add to each S4 method, beyond the method itself?
 
-Four arms on the demo's synthetic scenes (configs/demo.yaml), each with several training seeds:
-  supervised      the labelled images only (train.unlabeled_batch_size = 0)
-  semi            teacher-student without VLM-PP (purify: none)
-  semi+prototype  teacher-student + VLM-PP with the demo's prototype classifier
-  semi+oracle     teacher-student + VLM-PP with the ground truth of the unlabelled images (an upper
-                  bound: no real run has these labels)
-Prints test mIoU per arm (the best checkpoint on val, as the demo) as mean +- std over seeds with
-each arm's paired difference to semi (same seed), the IoU per class, and with --without the mean IoU
-without some classes; writes a JSON and a PNG (val mIoU against iteration, test mIoU per seed).
+Per method (train.method: supervised, fixmatch, mean_teacher, unimatch_v2, cps) and VLM-PP arm, on
+the demo's synthetic scenes (configs/demo.yaml: 2 labelled images), with several training seeds:
+  none       the method without VLM-PP (purify: none)
+  oracle     VLM-PP with the ground truth of the unlabelled images as its classifier (an upper
+             bound: no real run has these labels)
+  noisy      VLM-PP with a simulated VLM of region accuracy 0.75 (NoisyOracleClassifier, calibrated)
+  prototype  VLM-PP with the demo's prototype classifier (EfficientNet-Lite0 features, few-shot)
+The oracle and noisy arms purify 16 regions per image at trust 1.0 (ORACLE_SETTINGS). supervised has one
+arm (no unlabelled data, nothing to purify). Prints test mIoU per run name ("method" or
+"method+arm", the best checkpoint on val, as the demo) as mean +- std over seeds, the paired
+difference (same seed: same initialisation and batches) of every VLM-PP arm to the same method
+without VLM-PP and of every method to supervised, the IoU per class and, with --without, the mean
+IoU without some classes; writes a JSON and a PNG (val mIoU against iteration, test mIoU per seed).
 
-    python bench/demo_ablation.py [--seeds 0 1 2] [--arms ...] [--out runs/ablation] [--plot ablation.png]
-        [--set train.iters=1600 ...]      # any config override, applied to every arm
+    python bench/demo_ablation.py [--methods fixmatch ...] [--arms none oracle noisy] [--seeds 0 1 2]
+        [--out runs/ablation] [--plot ablation.png] [--json ablation.json]
+        [--set train.iters=1600 ...]      # any config override, applied to every run
         [--resume]                        # keep finished runs of the same config, continue unfinished ones
         [--without car]                   # also the mean IoU without these classes
 
-Not part of `make demo`: 4 arms x 3 seeds is 12 trainings (96 min at train.iters=1000 on the shared
-2-core machine, README). With --json, the file is rewritten after every training, so a stopped call
-loses at most the one in progress.
+Not part of `make demo`: 5 methods x 3 arms x 3 seeds is 39 trainings (README: measured times). With
+--json, the file is rewritten after every training, so a stopped call loses at most the one in progress.
 """
 
 import argparse
@@ -36,22 +40,39 @@ import yaml  # noqa: E402
 from semiearth.config import config_to_dict, load_config  # noqa: E402
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
+METHODS = ("supervised", "fixmatch", "mean_teacher", "unimatch_v2", "cps")
+ORACLE_SETTINGS = ["purify.trust=1.0", "purify.max_regions=16", "purify.every=1"]
 ARMS = {
-    "supervised": ["train.unlabeled_batch_size=0", "purify=none"],
-    "semi": ["purify=none"],
-    "semi+prototype": [],
-    "semi+oracle": ["purify.method=oracle", "purify.classifier_options={}"],
+    "none": ["purify=none"],
+    "oracle": ["purify.method=oracle", "purify.classifier_options={}", *ORACLE_SETTINGS],
+    "noisy": ["purify.method=noisy_oracle", "purify.classifier_options={accuracy: 0.75}", *ORACLE_SETTINGS],
+    "prototype": [],
 }
 
 
-def run_arm(arm: str, seed: int, args) -> dict:
+def run_names(methods, arms) -> list[str]:
+    """The runs of an ablation: "method" for its arm none, "method+arm" for the others
+    (supervised has no unlabelled data and so only its arm none)."""
+    names = []
+    for method in methods:
+        for arm in ("none",) if method == "supervised" else arms:
+            names.append(method if arm == "none" else f"{method}+{arm}")
+    return names
+
+
+def split_name(name: str) -> tuple[str, str]:
+    method, _, arm = name.partition("+")
+    return method, arm or "none"
+
+
+def run_arm(name: str, seed: int, args) -> dict:
     """Train one (arm, seed) from configs/demo.yaml; its test metrics and val mIoU curve. With
     --resume, a finished run of the same config is read back instead of trained again."""
     from semiearth.train import train
     from semiearth.train.runs import prepare_run_folder
 
-    out = os.path.join(args.out, arm, f"seed{seed}")
-    cfg = load_config(args.config, arm_overrides(arm, seed, out, args.set))
+    out = os.path.join(args.out, name, f"seed{seed}")
+    cfg = load_config(args.config, arm_overrides(name, seed, out, args.set))
     resume = args.resume and same_config(out, cfg)
     if resume and os.path.exists(os.path.join(out, "results.json")):
         with open(os.path.join(out, "results.json")) as f:
@@ -62,7 +83,7 @@ def run_arm(arm: str, seed: int, args) -> dict:
         result = train(cfg, resume=resume and os.path.exists(os.path.join(out, "latest.pth")))
         seconds = time.perf_counter() - t
     if result.get("interrupted"):
-        raise SystemExit(f"[ablation] {arm} seed {seed} was interrupted; continue it with --resume")
+        raise SystemExit(f"[ablation] {name} seed {seed} was interrupted; continue it with --resume")
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     val = {r["iter"]: r["mIoU"] for r in rows if r.get("split") == "val" and "mIoU" in r}
@@ -71,9 +92,11 @@ def run_arm(arm: str, seed: int, args) -> dict:
     return {"test_miou": test["mIoU"], "test_iou": test["IoU"], "val": sorted(val.items()), "seconds": seconds}
 
 
-def arm_overrides(arm: str, seed: int, out: str, extra: list) -> list:
-    """The config overrides of one (arm, seed) run: the user's --set first, the arm's own last."""
-    return ["compare_baseline=false", f"out_dir={out}", f"train.seed={seed}", *extra, *ARMS[arm]]
+def arm_overrides(name: str, seed: int, out: str, extra: list) -> list:
+    """The config overrides of one (run name, seed): the user's --set first, the method's and arm's last."""
+    method, arm = split_name(name)
+    own = [f"train.method={method}", *ARMS[arm]]
+    return ["compare_baseline=false", f"out_dir={out}", f"train.seed={seed}", *extra, *own]
 
 
 def same_config(out: str, cfg) -> bool:
@@ -85,24 +108,32 @@ def same_config(out: str, cfg) -> bool:
         return yaml.safe_load(f) == yaml.safe_load(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+def baseline_of(name: str, names) -> str | None:
+    """The run a name is paired with: a VLM-PP arm with its method without VLM-PP, a method without
+    VLM-PP with supervised (None when that run is not in the ablation)."""
+    method, arm = split_name(name)
+    base = method if arm != "none" else ("supervised" if method != "supervised" else None)
+    return base if base in names else None
+
+
 def summarise(runs: dict, score=lambda r: r["test_miou"]) -> dict:
-    """Per arm: score (test mIoU by default) in % as mean, std (over seeds, ddof=1 when >= 2 seeds),
-    min, max, n, and the paired difference to the semi arm (same seed: same initialisation and
-    batches) as mean and std."""
+    """Per run name: score (test mIoU by default) in % as mean, std (over seeds, ddof=1 when >= 2
+    seeds), min, max, n, and the paired difference (same seed) to its baseline (`baseline_of`)."""
     out = {}
-    for arm, per_seed in runs.items():
+    for name, per_seed in runs.items():
         x = np.array([score(r) for r in per_seed.values()]) * 100
-        out[arm] = {
+        out[name] = {
             "mean": float(x.mean()),
             "std": spread(x),
             "min": float(x.min()),
             "max": float(x.max()),
             "n": x.size,
         }
-        common = sorted(set(per_seed) & set(runs.get("semi", {})))
-        if arm != "semi" and common:
-            d = np.array([score(per_seed[k]) - score(runs["semi"][k]) for k in common]) * 100
-            out[arm]["vs_semi"] = {"mean": float(d.mean()), "std": spread(d), "n": d.size}
+        base = baseline_of(name, runs)
+        common = sorted(set(per_seed) & set(runs.get(base) or {}))
+        if common:
+            d = np.array([score(per_seed[k]) - score(runs[base][k]) for k in common]) * 100
+            out[name]["vs"] = {"baseline": base, "mean": float(d.mean()), "std": spread(d), "n": d.size}
     return out
 
 
@@ -117,13 +148,17 @@ def spread(x: np.ndarray) -> float:
 
 
 def print_summary(summary: dict, what: str = "test mIoU") -> None:
-    """The summary as a Markdown table."""
-    print(f"\n| arm | {what}, mean +- std | min | max | seeds | paired difference to semi, mean +- std |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for arm, s in summary.items():
-        d = s.get("vs_semi")
+    """The summary as a Markdown table; "separates" when the paired difference exceeds twice its std."""
+    print(f"\n| run | {what}, mean +- std | min | max | seeds | paired difference, mean +- std | vs | separates |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for name, s in summary.items():
+        d = s.get("vs")
         diff = f"{d['mean']:+.2f} +- {d['std']:.2f}" if d else ""
-        print(f"| {arm} | {s['mean']:.2f} +- {s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['n']} | {diff} |")
+        sep = ("yes" if abs(d["mean"]) > 2 * d["std"] and d["n"] > 1 else "no") if d else ""
+        base = d["baseline"] if d else ""
+        print(
+            f"| {name} | {s['mean']:.2f} +- {s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['n']} | {diff} | {base} | {sep} |"
+        )
 
 
 def print_per_class(runs: dict) -> None:
@@ -165,7 +200,7 @@ def plot(runs: dict, path: str) -> None:
     bx.set_xticks(range(len(runs)), list(runs), rotation=15)
     bx.set(ylabel="test mIoU (%)", title="test mIoU of each seed (line: mean)")
     bx.grid(alpha=0.3, axis="y")
-    fig.suptitle("Demo ablation: what VLM-PP adds to teacher-student training")
+    fig.suptitle("Demo ablation: S4 methods, each with and without VLM-PP")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -175,7 +210,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=DEMO_CONFIG)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help=f"train.method names ({', '.join(METHODS)})")
+    ap.add_argument("--arms", nargs="+", default=["none", "oracle", "noisy"], choices=list(ARMS))
     ap.add_argument("--out", default=os.path.join("runs", "ablation"))
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (key=value)")
     ap.add_argument("--overwrite", action="store_true", help="replace runs left in --out by an earlier call")
@@ -190,12 +226,12 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.without) - set(names))
     if unknown:
         ap.error(f"--without {' '.join(unknown)}: no such class; the classes are {', '.join(names)}")
-    runs = {arm: {} for arm in args.arms}
+    runs = {name: {} for name in run_names(args.methods, args.arms)}
     for seed in args.seeds:
-        for arm in args.arms:
-            r = runs[arm][seed] = run_arm(arm, seed, args)
+        for name in runs:
+            r = runs[name][seed] = run_arm(name, seed, args)
             took = "read back" if r["seconds"] is None else f"{r['seconds']:.0f} s"
-            print(f"[ablation] {arm} seed {seed}: test mIoU {100 * r['test_miou']:.2f} ({took})", flush=True)
+            print(f"[ablation] {name} seed {seed}: test mIoU {100 * r['test_miou']:.2f} ({took})", flush=True)
             if args.json:
                 write_json(args.json, runs, args.set)
     print_summary(summarise(runs))

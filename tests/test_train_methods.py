@@ -29,7 +29,9 @@ def test_fixmatch_weights_are_bit_identical_to_the_pre_seam_trainer(tmp_path, ca
     for net in ("student", "teacher"):
         for name, expected in ref["weights"][case][net].items():
             got = weights[net][name]
-            assert torch.equal(got, expected), f"{net}.{name}: max |diff| {(got.float() - expected.float()).abs().max()}"
+            assert torch.equal(got, expected), (
+                f"{net}.{name}: max |diff| {(got.float() - expected.float()).abs().max()}"
+            )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -45,3 +47,84 @@ def test_every_method_trains_with_and_without_vlmpp(tmp_path, method, purify):
     assert ckpt["method"] == method and ckpt["default_weights"] in ckpt["weights"] or ckpt["ensembles"]
     purified = (tmp_path / "purify.jsonl").read_text().strip()
     assert bool(purified) == (purify == "oracle" and method != "supervised")
+
+
+def _stop_after(monkeypatch, iteration: int):
+    """Make the loop stop (as on SIGTERM) once `iteration` steps are done."""
+    import signal
+
+    from semiearth.train import trainer as T
+
+    step = T.train_step
+
+    def stopping_step(s, *args):
+        out = step(s, *args)
+        if s.iteration + 1 >= iteration:
+            s.stop_signal = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(T, "train_step", stopping_step)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_is_bit_identical(tmp_path, monkeypatch, method):
+    from semiearth.train import train
+
+    common = [*QUICK, "train.iters=5", "train.deterministic=true", "train.threads=1", "train.grad_clip=0.5"]
+    common += [f"train.method={method}", *ORACLE]
+    full = train(load_config(None, [*common, f"out_dir={tmp_path / 'full'}"]))
+    assert not full["interrupted"]
+    with monkeypatch.context() as m:
+        _stop_after(m, 2)
+        cut = train(load_config(None, [*common, f"out_dir={tmp_path / 'cut'}"]))
+    assert cut["interrupted"] and cut["iteration"] == 2
+    train(load_config(None, [*common, f"out_dir={tmp_path / 'cut'}"]), resume=True)
+    a = load_checkpoint(str(tmp_path / "full" / "latest.pth"))
+    b = load_checkpoint(str(tmp_path / "cut" / "latest.pth"))
+    assert a["iteration"] == b["iteration"] == 5
+    for net, weights in a["weights"].items():
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, b["weights"][net][name]), f"{net}.{name} differs after resume"
+
+
+def test_a_checkpoint_of_another_method_is_refused_at_resume(tmp_path):
+    from semiearth.train import train
+
+    train(load_config(None, [*QUICK, "train.method=cps", f"out_dir={tmp_path}"]))
+    config_before = (tmp_path / "config.yaml").read_bytes()
+    with pytest.raises(CheckpointError, match="trained with train.method cps, this run is fixmatch"):
+        train(load_config(None, [*QUICK, "train.method=fixmatch", f"out_dir={tmp_path}"]), resume=True)
+    assert (tmp_path / "config.yaml").read_bytes() == config_before  # a refused --resume changes nothing
+
+
+def test_method_options_are_typed_and_recorded():
+    cfg = load_config(None, [*QUICK, "train.method=mean_teacher", "train.method_options={rampup_iters: 5}"])
+    assert cfg.train.method_options == {"consistency": 10.0, "rampup_iters": 5, "loss": "mse"}
+    with pytest.raises(ConfigError, match="unknown key 'train.method_options.threshold'"):
+        load_config(None, [*QUICK, "train.method=mean_teacher", "train.method_options={threshold: 0.5}"])
+    with pytest.raises(ConfigError, match="train.method_options.eval_weights"):
+        load_config(None, [*QUICK, "train.method=cps", "train.method_options={eval_weights: teacher}"])
+    with pytest.raises(ConfigError, match="unknown method 'fixmatchh'"):
+        load_config(None, [*QUICK, "train.method=fixmatchh"])
+    with pytest.raises(ConfigError, match="unlabeled_batch_size >= 1"):
+        load_config(None, [*QUICK, "train.unlabeled_batch_size=0"])
+    sup = load_config(None, [*QUICK, "train.method=supervised", "purify.method=prototype"])
+    assert sup.train.unlabeled_batch_size == 0 and sup.purify.method == "none"  # what runs is recorded
+
+
+def test_cps_evaluates_a_named_student_or_their_mean(tmp_path):
+    from semiearth.cli.evaluate import main as eval_main
+    from semiearth.train import train
+
+    cfg = load_config(
+        None, [*QUICK, "train.method=cps", "train.method_options={eval_weights: mean}", f"out_dir={tmp_path}"]
+    )
+    train(cfg)
+    ckpt = load_checkpoint(str(tmp_path / "best.pth"))
+    assert set(ckpt["weights"]) == {"student_a", "student_b"} and ckpt["default_weights"] == "mean"
+    assert not torch.equal(
+        ckpt["weights"]["student_a"]["decoder.2.weight"], ckpt["weights"]["student_b"]["decoder.2.weight"]
+    )
+    for weights in ("student_a", "student_b", "mean"):
+        assert eval_main(["--checkpoint", str(tmp_path / "best.pth"), "--split", "test", "--weights", weights]) == 0
+    assert eval_main(["--checkpoint", str(tmp_path / "best.pth"), "--weights", "teacher"]) == 2

@@ -32,26 +32,21 @@ def test_unlabelled_views_carry_the_ground_truth_under_the_same_geometry():
     data = SyntheticAerial(cfg.data, "unlabeled")
     item = data[0]
     assert bool((item["mask"] == cfg.data.ignore_index).all())  # the trainer's mask stays unlabelled
-    plain = TrainView(data, cfg.data, cfg.train, labelled=False)[(0, 7)]
-    with_gt = TrainView(data, cfg.data, cfg.train, labelled=False, with_gt=True)[(0, 7)]
-    assert "gt_w" not in plain and torch.equal(plain["image_w"], with_gt["image_w"])
+    view = TrainView(data, cfg.data, cfg.train, labelled=False)[(0, 7)]
     g = torch.Generator().manual_seed(7)
     t = cfg.train
-    _, expected, _ = weak_geometric(
+    image, expected, _ = weak_geometric(
         item["image"], item["gt"], cfg.data.crop_size, t.scale_range, cfg.data.ignore_index, g, t.hflip, t.rotate90
     )
-    assert torch.equal(with_gt["gt_w"], expected)
+    assert torch.equal(view["gt_w"], expected)
+    two = TrainView(data, cfg.data, cfg.train, labelled=False, strong_views=2)[(0, 7)]
+    for key in ("image_w", "image_s", "box", "gt_w"):  # a second strong view leaves the first as it was
+        assert torch.equal(two[key], view[key]), key
+    assert {"image_s2", "box2"} <= set(two) and not torch.equal(two["image_s2"], two["image_s"])
 
 
-def test_a_dataset_without_ground_truth_is_refused():
-    cfg = load_config(None, ORACLE)
+def test_a_batch_without_ground_truth_is_refused_by_the_oracle():
+    from semiearth.purify import OracleClassifier
 
-    class NoGT(torch.utils.data.Dataset):
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, i):
-            return {"image": torch.zeros(3, 40, 40), "mask": torch.full((40, 40), 255, dtype=torch.long)}
-
-    with pytest.raises(ValueError, match="oracle needs the ground truth"):
-        TrainView(NoGT(), cfg.data, cfg.train, labelled=False, with_gt=True)[(0, 1)]
+    with pytest.raises(ValueError, match="reads the ground truth of the unlabelled images"):
+        OracleClassifier(6).set_gt(torch.full((2, 8, 8), 255, dtype=torch.long))

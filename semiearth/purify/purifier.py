@@ -161,15 +161,11 @@ class VLMPurifier:
     ) -> PurifyOutput:
         """Purify the pseudo-labels of `logits` [B,C,H,W] for `images` [B,3,H,W]; `ignore` [B,H,W] bool
         (padding, no-data). `gt` [B,H,W] int64: the batch's ground truth, an ordinary batch field that
-        reaches only classifiers that read one (the oracle upper bound: its `set_gt`)."""
+        reaches only classifiers that read one (the oracle upper bound: its `set_gt`; an oracle built with
+        its gt keeps that one when `gt` is None)."""
         self._check(images, logits, ignore)
         set_gt = getattr(self.classifier, "set_gt", None)
-        if callable(set_gt):
-            if gt is None:
-                raise ValueError(
-                    f"VLMPurifier: classifier {type(self.classifier).__name__} reads the batch's ground truth; "
-                    "pass gt=[B,H,W] int64 (ignore_index where unknown)"
-                )
+        if gt is not None and callable(set_gt):
             set_gt(gt)
         timer = StageTimer(logits.device, STAGES)
         with timer("stats"):

@@ -158,6 +158,7 @@ def make_loader(dataset, cfg: Config, labelled: bool, batch_size: int, s: TrainS
         pin_memory=s.device.type == "cuda",
         persistent_workers=False,
         worker_init_fn=_ignore_sigint if cfg.train.num_workers else None,
+        generator=torch.Generator(),  # its iterator's seed draw must not shift the global RNG (exact resume)
     )
 
 

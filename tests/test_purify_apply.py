@@ -202,3 +202,22 @@ def test_meta_and_compile():
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     for a, b in zip(compiled(*args), f(*args), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("rule", ["bayes", "paper"])
+@pytest.mark.parametrize("seed", range(4))
+def test_purified_probabilities_agree_with_labels_and_confidences(rule, seed):
+    """purify_apply_probs (soft targets): a distribution per pixel whose argmax and max are
+    purify_apply's label and confidence, and the teacher's softmax where nothing was purified."""
+    x, stats, seg, q, _ = make_case(2, 5, 37, 45, 8, torch.float32, seed)
+    label, conf = ops.purify_apply(x, stats, seg, q, rule, 0.8, backend="torch")
+    prob = ops.purify_apply_probs(x, stats, seg, q, rule, 0.8)
+    assert prob.shape == x.shape and prob.dtype == torch.float32
+    torch.testing.assert_close(prob.sum(1), torch.ones_like(conf))
+    torch.testing.assert_close(prob.amax(1), conf, rtol=1e-5, atol=1e-6)
+    top = prob.gather(1, label[:, None])[:, 0]  # label's probability is the max (ties allowed)
+    torch.testing.assert_close(top, conf, rtol=1e-5, atol=1e-6)
+    from semiearth.ops.purify_apply import pixel_regions
+
+    untouched = ~pixel_regions(stats, seg)[1]
+    torch.testing.assert_close(prob.permute(0, 2, 3, 1)[untouched], x.softmax(1).permute(0, 2, 3, 1)[untouched])

@@ -128,3 +128,22 @@ def test_cps_evaluates_a_named_student_or_their_mean(tmp_path):
     for weights in ("student_a", "student_b", "mean"):
         assert eval_main(["--checkpoint", str(tmp_path / "best.pth"), "--split", "test", "--weights", weights]) == 0
     assert eval_main(["--checkpoint", str(tmp_path / "best.pth"), "--weights", "teacher"]) == 2
+
+
+def test_pseudo_labels_carry_purified_probabilities():
+    """Hard-label and soft-target methods consume the same purified result: prob's argmax/max are
+    label/conf where VLM-PP ran, and the teacher's softmax without it."""
+    from semiearth.purify import OracleClassifier, VLMPurifier
+    from semiearth.train.purify_hook import pseudo_labels
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 4, (2, 32, 32), generator=g)
+    logits = torch.randn(2, 4, 32, 32, generator=g)
+    images = torch.randn(2, 3, 32, 32, generator=g)
+    purifier = VLMPurifier(OracleClassifier(4), 4, cell=8, max_regions=8)
+    p = pseudo_labels(purifier, images, logits, gt=gt)
+    assert p.output.num_regions > 0 and not torch.equal(p.label, p.teacher_label)
+    assert torch.equal(p.prob.argmax(1), p.label)
+    torch.testing.assert_close(p.prob.amax(1), p.conf, rtol=1e-5, atol=1e-6)
+    plain = pseudo_labels(None, images, logits)
+    torch.testing.assert_close(plain.prob, logits.softmax(1))

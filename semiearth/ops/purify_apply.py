@@ -180,8 +180,9 @@ def purify_apply_probs(logits, stats: PurifyStats, seg_table, q, rule: str = "ba
 
     The distribution whose argmax and max are what purify_apply returns: rule "bayes":
     softmax(logits + trust * log q_r) at the pixels purify_apply updates; rule "paper": the VLM's
-    class k gets the purified confidence c' and the other classes share 1 - c' in the teacher's
-    proportions. Every other pixel keeps the teacher's softmax.
+    class k gets the purified confidence c' and the other classes share 1 - c' equally (c' >= 1/C,
+    being a mix of the teacher's max and the detection softmax, so k stays the top class). Every
+    other pixel keeps the teacher's softmax.
     """
     check_inputs(logits, stats, seg_table, q, rule, trust, tau)
     p = logits.float().softmax(1)
@@ -199,6 +200,5 @@ def purify_apply_probs(logits, stats: PurifyStats, seg_table, q, rule: str = "ba
         a = (stats.conf / tau).clamp(0.0, 1.0)[:, None]
         conf = a * stats.conf[:, None] + (1 - a) * qk
         top = torch.zeros_like(p).scatter_(1, k, 1.0).bool()
-        rest = p.masked_fill(top, 0.0)
-        new = torch.where(top, conf, (1 - conf) * rest / rest.sum(1, keepdim=True).clamp_min(1e-12))
+        new = torch.where(top, conf, (1 - conf) / max(p.shape[1] - 1, 1))
     return torch.where(hit[:, None], new, p)

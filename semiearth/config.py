@@ -85,7 +85,7 @@ class TrainConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     rotate90: bool = True  # aerial images have no up direction
-    amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only
+    amp: Literal["none", "bf16", "fp16"] = "none"  # bf16: CUDA or CPU; fp16: CUDA (grad scaler)
     grad_clip: float = 0.0  # 0 = off
     seed: int = 0
     deterministic: bool = False

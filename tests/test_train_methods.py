@@ -147,3 +147,16 @@ def test_pseudo_labels_carry_purified_probabilities():
     torch.testing.assert_close(p.prob.amax(1), p.conf, rtol=1e-5, atol=1e-6)
     plain = pseudo_labels(None, images, logits)
     torch.testing.assert_close(plain.prob, logits.softmax(1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_in_bf16_with_gradient_clipping(tmp_path, method):
+    """train.amp bf16 (autocast on the CPU here, on CUDA on a GPU) and train.grad_clip, with VLM-PP."""
+    from semiearth.train import train
+
+    cfg = load_config(None, [*QUICK, f"train.method={method}", *ORACLE, "train.amp=bf16", "train.grad_clip=0.1"])
+    cfg.out_dir = str(tmp_path)
+    result = train(cfg)
+    assert not result["interrupted"]
+    weights = load_checkpoint(str(tmp_path / "latest.pth"))["weights"]
+    assert all(t.dtype == torch.float32 for w in weights.values() for t in w.values() if t.is_floating_point())

@@ -15,6 +15,7 @@ CPS, UniMatch V2) and soft-target methods (Mean Teacher) both consume what VLM-P
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -70,10 +71,11 @@ class StepContext:
 
 
 def autocast(cfg, device):
-    """bf16/fp16 autocast on CUDA per train.amp; nothing on the CPU."""
-    if device.type != "cuda" or cfg.train.amp == "none":
+    """Mixed precision per train.amp: bf16 on CUDA and the CPU, fp16 on CUDA (with the grad scaler)."""
+    amp = cfg.train.amp
+    if amp == "none" or (amp == "fp16" and device.type != "cuda"):
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def param_groups(model, cfg) -> list[dict]:
@@ -139,6 +141,9 @@ class Method:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg))
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.train.amp == "fp16")
         self.ddp = {name: self._wrap(m) for name, m in self.students.items()}
+        if cfg.train.amp == "fp16" and device.type != "cuda" and rank == 0:
+            print("[semiearth] WARNING train.amp fp16 needs CUDA (its gradient scaler): this CPU run is float32; "
+                  "use train.amp: bf16 for mixed precision on the CPU", file=sys.stderr)  # fmt: skip
         torch.manual_seed(cfg.train.seed * 1000 + rank)  # per-rank dropout streams
 
     @property

@@ -66,10 +66,10 @@ def test_damaged_tensor_bytes_are_an_error_naming_the_tensor(run_dir, tmp_path, 
 
 def test_nan_weights_are_refused_naming_the_tensor(run_dir, tmp_path):
     state = load_checkpoint(str(run_dir / "latest.pth"))
-    name = next(k for k, v in state["model"].items() if v.is_floating_point())
-    state["model"][name].view(-1)[0] = float("nan")
+    name = next(k for k, v in state["weights"]["student"].items() if v.is_floating_point())
+    state["weights"]["student"][name].view(-1)[0] = float("nan")
     save_checkpoint(str(tmp_path / "nan.pth"), {k: v for k, v in state.items() if k != "format"})
-    with pytest.raises(CheckpointError, match=rf"tensor model\.{name} holds 1 NaN/inf") as err:
+    with pytest.raises(CheckpointError, match=rf"tensor weights\.student\.{name} holds 1 NaN/inf") as err:
         load_checkpoint(str(tmp_path / "nan.pth"))
     one_line(err)
 

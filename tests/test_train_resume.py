@@ -69,6 +69,6 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     a = load_checkpoint(os.path.join(full, "latest.pth"))
     b = load_checkpoint(os.path.join(cut, "latest.pth"))
     assert a["iteration"] == b["iteration"] == 80
-    for key in ("model", "ema"):
-        for name, tensor in a[key].items():
-            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
+    for key in ("student", "teacher"):
+        for name, tensor in a["weights"][key].items():
+            assert torch.equal(tensor, b["weights"][key][name]), f"{key}.{name} differs"

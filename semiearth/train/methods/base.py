@@ -183,6 +183,17 @@ class Method:
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         raise NotImplementedError
 
+    def to_device(self, batch_x: dict, batch_u: dict | None):
+        """(labelled images, labelled masks, the unlabelled batch) on the method's device."""
+        u = to_device(batch_u, self.device) if batch_u is not None else None
+        return batch_x["image"].to(self.device), batch_x["mask"].to(self.device), u
+
+    def teacher_targets(self, u: dict, ctx: StepContext, teacher: str = "teacher") -> PseudoLabels:
+        """The EMA teacher's pseudo-labels of the weak view (purified by VLM-PP where it runs)."""
+        with ctx.timer("teacher"), torch.no_grad(), autocast(self.cfg, self.device):
+            logits_w = self.teachers[teacher](u["image_w"]).float()
+        return ctx.pseudo_labels(u["image_w"], logits_w, u)
+
     def backward(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -16,7 +16,7 @@ import torch
 
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss, unsupervised_loss
-from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets, to_device
+from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets
 
 
 @dataclass
@@ -57,8 +57,7 @@ class CPS(Method):
 
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         cfg, dev, opt = self.cfg, self.device, self.options
-        img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
-        u = to_device(batch_u, dev)
+        img_x, mask_x, u = self.to_device(batch_x, batch_u)
         targets = {}
         for name in self.STUDENTS:
             with ctx.timer("teacher"):

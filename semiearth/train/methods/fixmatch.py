@@ -11,7 +11,7 @@ import torch
 
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss, unsupervised_loss
-from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets, to_device
+from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets
 
 
 class FixMatch(Method):
@@ -19,11 +19,8 @@ class FixMatch(Method):
 
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         cfg, dev = self.cfg, self.device
-        img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
-        u = to_device(batch_u, dev)
-        with ctx.timer("teacher"), torch.no_grad(), autocast(cfg, dev):
-            logits_w = self.teachers["teacher"](u["image_w"]).float()
-        pseudo = ctx.pseudo_labels(u["image_w"], logits_w, u)
+        img_x, mask_x, u = self.to_device(batch_x, batch_u)
+        pseudo = self.teacher_targets(u, ctx)
         label, conf, valid = mix_targets(pseudo, u["pad"], u["box"])
         img_s = apply_cutmix(u["image_s"], u["box"])
         with ctx.timer("student"):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss
-from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, to_device
+from semiearth.train.methods.base import Method, StepContext, StepResult, autocast
 
 
 @dataclass
@@ -59,11 +59,8 @@ class MeanTeacher(Method):
 
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         cfg, dev, opt = self.cfg, self.device, self.options
-        img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
-        u = to_device(batch_u, dev)
-        with ctx.timer("teacher"), torch.no_grad(), autocast(cfg, dev):
-            logits_w = self.teachers["teacher"](u["image_w"]).float()
-        pseudo = ctx.pseudo_labels(u["image_w"], logits_w, u)
+        img_x, mask_x, u = self.to_device(batch_x, batch_u)
+        pseudo = self.teacher_targets(u, ctx)
         target, valid = apply_cutmix(pseudo.prob, u["box"]), apply_cutmix(~u["pad"], u["box"])
         img_s = apply_cutmix(u["image_s"], u["box"])
         weight = opt.consistency * rampup(ctx.iteration, opt.rampup_iters)

@@ -13,7 +13,7 @@ class Supervised(Method):
 
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         cfg, dev = self.cfg, self.device
-        img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
+        img_x, mask_x, _ = self.to_device(batch_x, None)
         with ctx.timer("student"):
             with autocast(cfg, dev):
                 loss = supervised_loss(self.ddp["student"](img_x), mask_x, cfg.data.ignore_index)

@@ -20,7 +20,7 @@ import torch
 
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss, unsupervised_loss
-from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets, to_device
+from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets
 
 
 @dataclass
@@ -74,11 +74,8 @@ class UniMatchV2(Method):
 
     def train_step(self, batch_x: dict, batch_u: dict | None, ctx: StepContext) -> StepResult:
         cfg, dev = self.cfg, self.device
-        img_x, mask_x = batch_x["image"].to(dev), batch_x["mask"].to(dev)
-        u = to_device(batch_u, dev)
-        with ctx.timer("teacher"), torch.no_grad(), autocast(cfg, dev):
-            logits_w = self.teachers["teacher"](u["image_w"]).float()
-        pseudo = ctx.pseudo_labels(u["image_w"], logits_w, u)
+        img_x, mask_x, u = self.to_device(batch_x, batch_u)
+        pseudo = self.teacher_targets(u, ctx)
         views = []
         for img, box in ((u["image_s"], u["box"]), (u["image_s2"], u["box2"])):
             views.append((apply_cutmix(img, box), *mix_targets(pseudo, u["pad"], box)))

@@ -160,3 +160,20 @@ def test_every_method_trains_in_bf16_with_gradient_clipping(tmp_path, method):
     assert not result["interrupted"]
     weights = load_checkpoint(str(tmp_path / "latest.pth"))["weights"]
     assert all(t.dtype == torch.float32 for w in weights.values() for t in w.values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_semiearth_train_set_train_method_on_the_demo_config(tmp_path, method):
+    """`semiearth-train --config configs/demo.yaml --set train.method=M`, with VLM-PP (the demo's
+    prototype classifier) and without, at a toy scale."""
+    from semiearth.cli.train import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    toy = [o for o in QUICK if not o.startswith("purify")] + ["compare_baseline=false", f"train.method={method}"]
+    toy += ["purify.classifier_options={input_size: 32}", "purify.max_regions=2", "purify.every=1"]
+    for purify in ("prototype", "none"):
+        argv = ["--config", os.path.join(root, "configs", "demo.yaml"), "--out", str(tmp_path / purify)]
+        for o in [*toy, f"purify.method={purify}"]:
+            argv += ["--set", o]
+        assert main(argv) == 0
+        assert load_checkpoint(str(tmp_path / purify / "latest.pth"))["method"] == method

@@ -8,6 +8,8 @@ are class probabilities (non-negative, summing to 1), with attributes:
 - optional hook `observe(stats, regions, seg_table)`: VLMPurifier calls it before every
   classification with the batch's PurifyStats and region table (the oracle reads the segments
   from it; a VLM has no use for it).
+- optional hook `set_gt(gt)`: VLMPurifier hands it the batch's ground truth [B,H,W] when its
+  caller passes `gt=` (the oracle upper bound reads it; every other classifier ignores it).
 - optional `mask_crops` (default True): False asks crop_batch for plain crops, without masking the
   pixels of other classes.
 - optional classmethod `from_config(ctx)` (ctx: registry.ClassifierContext): how the trainer builds

@@ -32,7 +32,8 @@ class OracleClassifier:
     """q[r] = ground-truth class histogram of region r's pixels (uniform when none is labelled).
 
     The ground truth comes with the batch: pass `gt` [B,H,W] int64 (`ignore_index` for unlabelled
-    pixels) at construction or call `set_gt(gt)` before each purifier call. The pixels of a region:
+    pixels) at construction, or per batch as `VLMPurifier(...)(images, logits, gt=gt)`, which calls
+    `set_gt(gt)` (the trainer passes every unlabelled batch's `gt_w` that way). The pixels of a region:
 
     - scope "segment" (default): exactly the pixels that purification may change, i.e. the candidate
       pixels of the region's (cell, class) segment. This needs the purifier's `observe` hook, which

@@ -175,32 +175,36 @@ def print_per_class(runs: dict) -> None:
 
 
 def plot(runs: dict, path: str) -> None:
-    """Left: val mIoU against iteration per arm (mean over seeds, shaded between the seeds' min and
-    max). Right: each seed's test mIoU per arm, with the arm's mean."""
+    """Left: val mIoU against iteration per run (mean over seeds, shaded between the seeds' min and
+    max), one colour per method and one line style per VLM-PP arm. Right: each seed's test mIoU per
+    run, with the run's mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), width_ratios=(3, 2), constrained_layout=True)
-    for k, (arm, per_seed) in enumerate(runs.items()):
-        colour = f"C{k}"
+    methods = list(dict.fromkeys(split_name(n)[0] for n in runs))
+    styles = {"none": "o-", "oracle": "s--", "noisy": "^:", "prototype": "d-."}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.5), width_ratios=(3, 2), constrained_layout=True)
+    for k, (name, per_seed) in enumerate(runs.items()):
+        method, arm = split_name(name)
+        colour = f"C{methods.index(method)}"
         curves = [dict(r["val"]) for r in per_seed.values()]
         iters = sorted(set.intersection(*(set(c) for c in curves)))
         if iters:
             y = np.array([[c[i] * 100 for i in iters] for c in curves])
-            ax.plot(iters, y.mean(0), "o-", color=colour, label=f"{arm} ({len(curves)} seeds)")
-            ax.fill_between(iters, y.min(0), y.max(0), color=colour, alpha=0.15)
+            ax.plot(iters, y.mean(0), styles[arm], color=colour, label=f"{name} ({len(curves)} seeds)")
+            ax.fill_between(iters, y.min(0), y.max(0), color=colour, alpha=0.08)
         test = [r["test_miou"] * 100 for r in per_seed.values()]
-        bx.scatter([k] * len(test), test, color=colour, alpha=0.7)
-        bx.hlines(np.mean(test), k - 0.25, k + 0.25, color=colour)
-    ax.set(xlabel="iteration", ylabel="val mIoU (%)", title="val mIoU per arm (mean over seeds, shaded min-max)")
+        bx.scatter([k] * len(test), test, color=colour, marker=styles[arm][0], alpha=0.7)
+        bx.hlines(np.mean(test), k - 0.3, k + 0.3, color=colour)
+    ax.set(xlabel="iteration", ylabel="val mIoU (%)", title="val mIoU (mean over seeds, shaded min-max)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    bx.set_xticks(range(len(runs)), list(runs), rotation=15)
+    ax.legend(fontsize=8, ncol=2)
+    bx.set_xticks(range(len(runs)), list(runs), rotation=45, ha="right", fontsize=8)
     bx.set(ylabel="test mIoU (%)", title="test mIoU of each seed (line: mean)")
     bx.grid(alpha=0.3, axis="y")
-    fig.suptitle("Demo ablation: S4 methods, each with and without VLM-PP")
+    fig.suptitle("Demo ablation: S4 methods, each with and without VLM-PP (oracle, noisy oracle)")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -44,8 +44,9 @@ def baseline_tree(rev: str, where: str) -> str:
     return where
 
 
-def seconds_per_iteration(tree: str, iters: int, warmup: int, out: str) -> float:
-    """Train `iters` iterations with the code of `tree`; the mean loop seconds per iteration after warmup."""
+def seconds_per_iteration(tree: str, iters: int, warmup: int, out: str) -> tuple[float, dict]:
+    """Train `iters` iterations with the code of `tree`; the mean loop seconds per iteration after
+    warmup, and per stage."""
     cmd = [sys.executable, "-m", "semiearth.train", "--config", os.path.join(tree, "configs", "demo.yaml")]
     for o in [*OVERRIDES, f"train.iters={iters}", f"out_dir={out}"]:
         cmd += ["--set", o]
@@ -54,7 +55,8 @@ def seconds_per_iteration(tree: str, iters: int, warmup: int, out: str) -> float
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     rows = [r for r in rows if r["split"] == "train" and r["iter"] > warmup]
-    return statistics.mean(sum(r["stage_s"].values()) for r in rows)
+    stages = {k: statistics.mean(r["stage_s"][k] for r in rows) for k in rows[0]["stage_s"]}
+    return sum(stages.values()), stages
 
 
 def main(argv=None) -> int:
@@ -68,23 +70,30 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="seam-")
     trees = {"before": baseline_tree(args.baseline, os.path.join(work, "before")), "seam": ROOT}
     times = {name: [] for name in trees}
+    stages = {name: [] for name in trees}
     try:
         for k in range(args.rounds):
             for name, tree in trees.items() if k % 2 == 0 else reversed(trees.items()):
                 out = os.path.join(work, f"{name}{k}")
-                times[name].append(seconds_per_iteration(tree, args.iters, args.warmup, out))
-                print(f"[seam] round {k} {name}: {times[name][-1]:.4f} s/iteration", flush=True)
+                total, per_stage = seconds_per_iteration(tree, args.iters, args.warmup, out)
+                times[name].append(total)
+                stages[name].append(per_stage)
+                split = ", ".join(f"{s} {1000 * v:.1f}" for s, v in per_stage.items())
+                print(f"[seam] round {k} {name}: {total:.4f} s/iteration (ms: {split})", flush=True)
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", trees["before"]], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     med = {name: statistics.median(t) for name, t in times.items()}
     ratio = med["seam"] / med["before"]
+    paired = [b / a for a, b in zip(times["before"], times["seam"], strict=True)]
     print(f"\nFixMatch + VLM-PP on the demo, median of {args.rounds} rounds, {args.iters} iterations each:")
     print(f"| trainer | s / iteration |\n|---|---:|\n| before the seam ({args.baseline}) | {med['before']:.4f} |")
-    print(f"| method seam | {med['seam']:.4f} |\n\nratio seam / before: {ratio:.3f}")
+    print(f"| method seam | {med['seam']:.4f} |\n\nratio seam / before: {ratio:.3f} (of the medians); per round: "
+          + ", ".join(f"{r:.3f}" for r in paired))  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": times, "median": med, "ratio": ratio, "baseline": args.baseline}, f, indent=1)
+            json.dump({"rounds": times, "stages": stages, "median": med, "ratio": ratio, "per_round": paired,
+                       "baseline": args.baseline}, f, indent=1)  # fmt: skip
     return 0
 
 

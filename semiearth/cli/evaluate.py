@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from semiearth.cli import WEIGHTS_HELP
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -23,10 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--weights",
         default=None,
-        help=(
-            "the network to use: a name the checkpoint's method offers (FixMatch, Mean Teacher, UniMatch V2, "
-            "supervised: teacher, student; CPS: student_a, student_b, mean); default: the method's own choice"
-        ),
+        help=WEIGHTS_HELP,
     )
     p.add_argument("--mode", default=None, choices=["whole", "slide"], help="inference mode (overrides eval.mode)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from semiearth.cli import WEIGHTS_HELP
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
 from semiearth.data.io import IMAGE_EXTS, DataError, is_geotiff, read_raster, to_rgb_float, write_geotiff, write_rgb_png
 
@@ -218,10 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default=None,
-        help=(
-            "the network to use: a name the checkpoint's method offers (FixMatch, Mean Teacher, UniMatch V2, "
-            "supervised: teacher, student; CPS: student_a, student_b, mean); default: the method's own choice"
-        ),
+        help=WEIGHTS_HELP,
     )
     p.add_argument("--value-scale", type=float, default=None, help="non-uint8 images: raw value of full brightness "
                    "(default: data.value_scale of the checkpoint's config)")  # fmt: skip

@@ -266,8 +266,6 @@ def inference_model(state: dict, which: str | None, path: str, build) -> torch.n
 
     which = which or default_weights(state)
     members = state.get("ensembles", {}).get(which)
-    if members is None and which not in weight_names(state):
-        checkpoint_weights(state, which, path)  # raises, naming the choices
     models = []
     for name in members or [which]:
         model = build()

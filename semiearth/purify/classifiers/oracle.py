@@ -5,6 +5,7 @@ import warnings
 import torch
 
 from semiearth.ops import PurifyStats
+from semiearth.ops.purify_apply import pixel_regions
 from semiearth.purify.classifiers._base import check_crops
 
 SCOPES = ("segment", "box")
@@ -17,14 +18,10 @@ def segment_histogram(stats: PurifyStats, seg_table: torch.Tensor, gt: torch.Ten
     The rows are what purification may change, so argmax of a row is the segment's true class.
     """
     gt = gt.to(stats.label.device)
-    b, h, w = stats.label.shape
     valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
-    yy = torch.arange(h, device=gt.device) // stats.cell
-    xx = torch.arange(w, device=gt.device) // stats.cell
-    bb = torch.arange(b, device=gt.device)
-    region = seg_table[bb[:, None, None], yy[None, :, None], xx[None, None, :], stats.label].long()
-    keep = stats.candidates & (region >= 0) & valid
-    idx = region[keep] * c + gt[keep]
+    region, hit = pixel_regions(stats, seg_table)
+    keep = hit & valid
+    idx = region[keep].long() * c + gt[keep]
     return torch.bincount(idx, minlength=n * c)[: n * c].reshape(n, c).float()
 
 

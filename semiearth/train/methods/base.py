@@ -166,10 +166,9 @@ class Method:
         """Every network by its `--weights` name (bare modules, not DDP wrappers)."""
         return {**self.students, **self.teachers}
 
-    def eval_network(self, name: str | None = None) -> torch.nn.Module:
-        """The network (or named ensemble) `name`, by default `default_weights`, for evaluation."""
-        name = name or self.default_weights
-        nets = self.networks()
+    def eval_network(self) -> torch.nn.Module:
+        """The network (or named ensemble) `default_weights`, which validation evaluates."""
+        name, nets = self.default_weights, self.networks()
         if name in self.ENSEMBLES:
             return MeanProbabilities([nets[n] for n in self.ENSEMBLES[name]])
         return nets[name]

@@ -15,7 +15,7 @@ import torch
 from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purify_apply_probs, purify_stats
 from semiearth.ops._extension import BACKENDS
 from semiearth.ops._validate import check_int, check_unit_interval
-from semiearth.ops.purify_apply import RULES
+from semiearth.ops.purify_apply import RULES, pixel_regions
 from semiearth.purify.classifiers._base import as_triple, check_probabilities
 from semiearth.purify.classifiers.prototype import crop_scale_shift
 from semiearth.purify.regions import select_regions
@@ -24,33 +24,150 @@ from semiearth.timing import StageTimer
 STAGES = ("stats", "select", "crop", "classify", "apply")
 
 
-@dataclass
+# Columns of a record table (record_table: float64 [N, TABLE_COLUMNS + 2k], k = min(3, C)), after
+# which come the VLM's top-k classes and their probabilities.
+IMAGE, CLASS, PIXELS, SUM_CONF, SUM_NEW, RELABELLED, CONFIRMED = 0, 5, 8, 9, 10, 11, 12
+BOX, CELL = slice(1, 5), slice(6, 8)
+TABLE_COLUMNS = 13
+
+
+@dataclass(eq=False)
 class PurifyOutput:
     """Result of VLMPurifier.__call__.
 
     label [B,H,W] int64 and conf [B,H,W] float32: purified pseudo-labels and confidences.
-    records: one dict per region (see VLMPurifier.records). timings: seconds per stage.
-    relabelled / confirmed: candidate pixels whose class changed / whose class was kept and whose
-    confidence now reaches `admit_thresh`. stats, regions [N,6], seg_table and q [N,C] are kept for
-    rendering and for `VLMPurifier.purified_probs`.
+    num_regions: N, the regions sent to the classifier. stats, regions [N,6], seg_table and q [N,C]
+    are kept for rendering and for `VLMPurifier.purified_probs`.
+
+    Read on the host only when asked for (each is one device-to-host copy, then cached):
+    records (one dict per region, see `records_from_rows`), relabelled / confirmed (candidate
+    pixels whose class changed / whose class was kept and whose confidence now reaches
+    `admit_thresh`), counts, timings (seconds per stage). Without a host copy: `tallies` (int64
+    [2] on the device: relabelled, confirmed) and `record_table()` (the records' values, float64
+    [N, F] on the device), which the trainer accumulates and reads at its logging steps.
     """
 
     label: torch.Tensor
     conf: torch.Tensor
-    records: list = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-    relabelled: int = 0
-    confirmed: int = 0
     num_regions: int = 0
     stats: PurifyStats | None = None
     regions: torch.Tensor | None = None
     q: torch.Tensor | None = None
     class_names: list | None = None
     seg_table: torch.Tensor | None = None
+    tallies: torch.Tensor | None = None
+    timer: StageTimer | None = field(default=None, repr=False)
+    admit_thresh: float = 0.95
+    _table: torch.Tensor | None = field(default=None, repr=False)
+    _records: list | None = field(default=None, repr=False)
+    _tallies: list | None = field(default=None, repr=False)
+
+    @property
+    def timings(self) -> dict:
+        return dict(self.timer.total) if self.timer is not None else {}
+
+    def _host_tallies(self) -> list:
+        if self._tallies is None:
+            self._tallies = [0, 0] if self.tallies is None else self.tallies.tolist()
+        return self._tallies
+
+    @property
+    def relabelled(self) -> int:
+        return int(self._host_tallies()[0])
+
+    @property
+    def confirmed(self) -> int:
+        return int(self._host_tallies()[1])
 
     @property
     def counts(self) -> dict:
         return {"regions": self.num_regions, "relabelled": self.relabelled, "confirmed": self.confirmed}
+
+    def record_table(self) -> torch.Tensor:
+        """The records' values, float64 [N, TABLE_COLUMNS + 2k] on the device (no host copy)."""
+        if self._table is None:
+            self._table = record_table(self.stats, self.seg_table, self.regions, self.q, self.label, self.conf,
+                                       self.admit_thresh)  # fmt: skip
+        return self._table
+
+    @property
+    def records(self) -> list:
+        if self._records is None:
+            table = self.record_table() if self.num_regions else None
+            rows = table.tolist() if table is not None else []
+            self._records = records_from_rows(rows, self.class_names, self.q.shape[1] if self.q is not None else 0)
+        return self._records
+
+
+def record_table(stats, seg_table, regions, q, label, conf, admit_thresh: float) -> torch.Tensor:
+    """Per region (float64 [N, TABLE_COLUMNS + 2k], on the device, without a host sync): the region's
+    row of `regions`, its cell (row, column), its candidate pixels and their summed teacher and
+    purified confidences, how many were relabelled / confirmed, the VLM's top-k classes and
+    probabilities (k = min(3, C))."""
+    n, c = q.shape
+    dev = stats.label.device
+    k = min(3, c)
+    if n == 0:
+        return torch.zeros((0, TABLE_COLUMNS + 2 * k), dtype=torch.float64, device=dev)
+    # Every pixel, those outside a selected segment's candidates in the spare slot n.
+    region, hit = pixel_regions(stats, seg_table)
+    slot = torch.where(hit, region.long(), n).flatten()
+    changed = label != stats.label
+    confirmed = ~changed & (conf >= admit_thresh)
+    sums = torch.zeros((5, n + 1), dtype=torch.float64, device=dev)
+    for row, values in enumerate((hit, stats.conf, conf, changed, confirmed)):
+        sums[row].index_add_(0, slot, values.flatten().double())
+    # The cell of each region: its (cy, cx) in seg_table, where it is listed once.
+    b, hc, wc, _ = seg_table.shape
+    at = seg_table.reshape(-1).long()
+    cell_code = torch.arange(hc * wc, device=dev)[None, :, None].expand(b, hc * wc, c).reshape(-1)
+    code = torch.zeros(n + 1, dtype=torch.long, device=dev).scatter_reduce(
+        0, torch.where(at >= 0, at, n), cell_code, "amax"
+    )[:n]
+    topp, topi = q.topk(k, dim=1)
+    return torch.cat(
+        [
+            regions.double(),
+            torch.stack([code // wc, code % wc], 1).double(),
+            sums[:, :n].T,
+            topi.double(),
+            topp.double(),
+        ],
+        dim=1,
+    )
+
+
+def records_from_rows(rows: list, class_names, c: int) -> list:
+    """The records (one dict per region) of a record table read on the host (`table.tolist()`): image,
+    box, cell, teacher class + mean confidence over the segment's candidate pixels, VLM top-3 (class,
+    name, probability), pixels, relabelled, confirmed, and the segment's mean purified confidence."""
+    k = min(3, c)
+    names = class_names
+    out = []
+    for row in rows:
+        cls = int(row[CLASS])
+        px = int(row[PIXELS])
+        topi = [int(v) for v in row[TABLE_COLUMNS : TABLE_COLUMNS + k]]
+        topp = row[TABLE_COLUMNS + k : TABLE_COLUMNS + 2 * k]
+        out.append(
+            {
+                "image": int(row[IMAGE]),
+                "box": [round(v, 2) for v in row[BOX]],
+                "cell": [int(v) for v in row[CELL]],  # (row, column) of the cell
+                "teacher_class": cls,
+                "teacher_name": names[cls] if names else None,
+                "teacher_conf": round(row[SUM_CONF] / px, 4) if px else None,
+                "vlm_top3": [
+                    {"class": topi[j], "name": names[topi[j]] if names else None, "prob": round(topp[j], 4)}
+                    for j in range(k)
+                ],
+                "pixels": px,
+                "relabelled": int(row[RELABELLED]),
+                "confirmed": int(row[CONFIRMED]),
+                "purified_conf": round(row[SUM_NEW] / px, 4) if px else None,
+            }
+        )
+    return out
 
 
 class VLMPurifier:
@@ -120,6 +237,7 @@ class VLMPurifier:
         self.boundary_weight = float(boundary_weight)
         self.admit_thresh = float(admit_thresh)
         self.mask_crops = bool(mask_crops)
+        self._scale_shift = {}  # crop_batch scale/shift per (images dtype, classifier mean, std)
 
     @property
     def class_names(self):
@@ -178,25 +296,13 @@ class VLMPurifier:
             )
         n = regions.shape[0]
         if n == 0:
-            return PurifyOutput(
-                stats.label,
-                stats.conf,
-                [],
-                dict(timer.total),
-                0,
-                0,
-                0,
-                stats,
-                regions,
-                logits.new_zeros((0, self.num_classes)).float(),
-                self.class_names,
-                seg_table,
-            )
+            q = torch.zeros((0, self.num_classes), dtype=torch.float32, device=logits.device)
+            tallies = torch.zeros(2, dtype=torch.int64, device=logits.device)
+            return PurifyOutput(stats.label, stats.conf, 0, stats, regions, q, self.class_names, seg_table, tallies,
+                                timer, self.admit_thresh)  # fmt: skip
 
         with timer("crop"):
-            scale, shift = crop_scale_shift(
-                images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std
-            )
+            scale, shift = self.scale_shift(images)
             crops = crop_batch(
                 images,
                 regions,
@@ -213,77 +319,45 @@ class VLMPurifier:
                 observe(stats, regions, seg_table)
             q = self.classifier(crops, regions)
             name = f"classifier {type(self.classifier).__name__}"
-            q = check_probabilities(name, q, n, self.num_classes).to(logits.device)
+            q = check_probabilities(name, q, n, self.num_classes)
+            if q.device != logits.device:
+                q = q.to(logits.device)
         with timer("apply"):
             label, conf = purify_apply(
                 logits, stats, seg_table, q, self.rule, self.trust, self.tau, backend=self.backend_of("purify_apply")
             )
-        records, relabelled, confirmed = self.records(stats, seg_table, regions, q, label, conf)
-        return PurifyOutput(
-            label, conf, records, dict(timer.total), relabelled, confirmed, n, stats, regions, q, self.class_names,
-            seg_table,
-        )  # fmt: skip
+        return PurifyOutput(label, conf, n, stats, regions, q, self.class_names, seg_table,
+                            self.tallies(stats, seg_table, label, conf), timer, self.admit_thresh)  # fmt: skip
+
+    def scale_shift(self, images: torch.Tensor):
+        """crop_batch's scale/shift for `images` (their dtype and the classifier's mean/std), computed
+        on the host once per dtype and normalisation."""
+        key = (images.dtype, _hashable(self.classifier.mean), _hashable(self.classifier.std))
+        if None in key:
+            return crop_scale_shift(images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std)
+        if key not in self._scale_shift:
+            self._scale_shift[key] = crop_scale_shift(
+                images, self.image_mean, self.image_std, self.classifier.mean, self.classifier.std
+            )
+        return self._scale_shift[key]
+
+    def tallies(self, stats, seg_table, label, conf) -> torch.Tensor:
+        """int64 [2] on the device: the candidate pixels of the selected segments that were relabelled,
+        and those kept whose confidence reaches admit_thresh (no host sync)."""
+        _, hit = pixel_regions(stats, seg_table)
+        same = label == stats.label
+        return torch.stack([(hit & ~same).sum(), (hit & same & (conf >= self.admit_thresh)).sum()])
 
     def purified_probs(self, logits: torch.Tensor, out: PurifyOutput) -> torch.Tensor:
         """The purified class probabilities [B,C,H,W] of a call's output (whose argmax and max are
         out.label and out.conf), for methods with soft targets; computed only when asked for."""
         return purify_apply_probs(logits, out.stats, out.seg_table, out.q, self.rule, self.trust, self.tau)
 
-    def records(self, stats, seg_table, regions, q, label, conf):
-        """One dict per region: image, box, cell, teacher class + mean confidence over the segment's
-        candidate pixels, VLM top-3 (class, name, probability), pixels, relabelled, confirmed, and the
-        segment's mean purified confidence."""
-        n, c = q.shape
-        dev = stats.label.device
-        # Only candidates can be hit: look their segments up, not every pixel's.
-        bi, yi, xi = stats.candidates.nonzero(as_tuple=True)
-        region = seg_table[bi, yi // self.cell, xi // self.cell, stats.label[bi, yi, xi]].long()
-        inside = region >= 0
-        r, hit = region[inside], (bi[inside], yi[inside], xi[inside])
-        changed = label[hit] != stats.label[hit]
-        confirmed = ~changed & (conf[hit] >= self.admit_thresh)
 
-        def per_region(values):
-            return torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, r, values.double()).tolist()
-
-        pixels = per_region(torch.ones_like(r))
-        sum_conf = per_region(stats.conf[hit])
-        sum_new = per_region(conf[hit])
-        n_changed = per_region(changed)
-        n_confirmed = per_region(confirmed)
-        k = min(3, c)
-        topp, topi = q.topk(k, dim=1)
-        topp, topi = topp.tolist(), topi.tolist()
-        reg = regions.tolist()
-        names = self.class_names
-        where = (seg_table >= 0).nonzero()  # [N,4]: b, cy, cx, class of every selected segment
-        cell_yx = torch.zeros(n, 2, dtype=torch.long, device=dev)
-        cell_yx[seg_table[tuple(where.T)].long()] = where[:, 1:3]
-        cell_yx = cell_yx.tolist()
-        out = []
-        for i in range(n):
-            cls = int(reg[i][5])
-            px = int(pixels[i])
-            out.append(
-                {
-                    "image": int(reg[i][0]),
-                    "box": [round(v, 2) for v in reg[i][1:5]],
-                    "cell": cell_yx[i],  # (row, column) of the cell
-                    "teacher_class": cls,
-                    "teacher_name": names[cls] if names else None,
-                    "teacher_conf": round(sum_conf[i] / px, 4) if px else None,
-                    "vlm_top3": [
-                        {
-                            "class": topi[i][j],
-                            "name": names[topi[i][j]] if names else None,
-                            "prob": round(topp[i][j], 4),
-                        }
-                        for j in range(k)
-                    ],
-                    "pixels": px,
-                    "relabelled": int(n_changed[i]),
-                    "confirmed": int(n_confirmed[i]),
-                    "purified_conf": round(sum_new[i] / px, 4) if px else None,
-                }
-            )
-        return out, int(sum(n_changed)), int(sum(n_confirmed))
+def _hashable(values):
+    """A tuple of floats for a mean/std given as a tuple or list of numbers, else None (not cached)."""
+    if isinstance(values, (tuple, list)) and all(isinstance(v, (int, float)) for v in values):
+        return tuple(float(v) for v in values)
+    if isinstance(values, (int, float)):
+        return float(values)
+    return None

@@ -39,6 +39,9 @@ def select_regions(
     cell (cy, cx) of image b, or -1. `max_regions` is a per-image budget; N may be 0. Regions are
     ordered by image, then by rank (most uncertain first). Boxes are in pixel coordinates of the
     logits (x2, y2 exclusive edges, as roi_align boxes), so they apply to images of the same size.
+
+    The selection runs on the device (sorts, no boolean-mask indexing); N, which sizes the crops
+    and the classifier's batch, is read on the host: one host-device sync per call.
     """
     if not isinstance(stats, PurifyStats):
         raise TypeError(f"select_regions: stats must be a PurifyStats from purify_stats, got {type(stats).__name__}")
@@ -69,12 +72,20 @@ def select_regions(
     order = torch.sort(counts, dim=1, descending=True, stable=True).indices
     order = order.gather(1, torch.sort(score.gather(1, order), dim=1, descending=True, stable=True).indices)
     take = min(max_regions, order.shape[1])
-    top = order[:, :take]  # [B, take]
+    top = order[:, :take]  # [B, take]: each image's budget of slots, best first
     keep = valid.gather(1, top)
-    bidx = torch.arange(b, device=device)[:, None].expand(b, take)[keep]
-    flat = top[keep]
-    if flat.numel() == 0:
+    # The valid slots first in each row, in rank order (they are already, valid scores being > -1;
+    # the stable sort makes it certain), so that the regions are a prefix of every row.
+    top = top.gather(1, torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices)
+    per_image = keep.sum(dim=1)  # [B]
+    n = int(per_image.sum())  # the one host-device sync: N sizes the crops and the classifier's batch
+    if n == 0:
         return torch.zeros((0, 6), dtype=torch.float32, device=device), seg_table
+    # Region j is slot j - start[b] of image b, where b is the image whose slots cover j.
+    ends = per_image.cumsum(0)
+    j = torch.arange(n, device=device)
+    bidx = torch.searchsorted(ends, j, right=True)
+    flat = top[bidx, j - (ends - per_image)[bidx]]
     cls = flat % c
     cxy = flat // c
     cy, cx = cxy // wc, cxy % wc
@@ -93,5 +104,5 @@ def select_regions(
         ],
         dim=1,
     )
-    seg_table[bidx, cy, cx, cls] = torch.arange(flat.numel(), dtype=torch.int32, device=device)
+    seg_table[bidx, cy, cx, cls] = j.to(torch.int32)
     return regions, seg_table

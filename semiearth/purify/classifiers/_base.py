@@ -18,6 +18,8 @@ are class probabilities (non-negative, summing to 1), with attributes:
 
 import torch
 
+from semiearth.ops._checks import require_zero
+
 
 def check_crops(name: str, crops, regions, size: int | None = None) -> None:
     if not isinstance(crops, torch.Tensor) or crops.dim() != 4 or crops.shape[1] != 3:
@@ -33,7 +35,11 @@ def check_crops(name: str, crops, regions, size: int | None = None) -> None:
 
 
 def check_probabilities(name: str, q, n: int, c: int, atol: float = 1e-3) -> torch.Tensor:
-    """q as float32 [n,c] with finite, non-negative rows summing to 1, or a ValueError saying what is wrong."""
+    """q as float32 [n,c] with finite, non-negative rows summing to 1, or a ValueError saying what is wrong.
+
+    The shape and dtype are checked at once; the values with `semiearth.ops._checks.require_zero`:
+    at once (one host-device sync), or, inside `deferred_checks()` (the trainer), when the caller
+    reads its deferred checks."""
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"{name} must return a torch.Tensor [N,C] of class probabilities, got {type(q).__name__}")
     if tuple(q.shape) != (n, c):
@@ -46,18 +52,26 @@ def check_probabilities(name: str, q, n: int, c: int, atol: float = 1e-3) -> tor
     q = q.float()
     if n == 0:
         return q
-    if not bool(torch.isfinite(q).all()):
-        raise ValueError(f"{name} returned NaN or inf probabilities")
-    if bool((q < 0).any()):
-        raise ValueError(f"{name} returned negative probabilities")
+    finite = torch.isfinite(q).all(dim=1)
+    negative = (q < 0).any(dim=1)
     sums = q.sum(dim=1)
-    bad = (sums - 1).abs() > atol
-    if bool(bad.any()):
-        rows = bad.nonzero().flatten()[:3].tolist()
-        raise ValueError(
-            f"{name} returned rows that do not sum to 1 (rows {rows}: sums {sums[bad][:3].tolist()}); "
+    bad = ~finite | negative | ((sums - 1).abs() > atol)
+
+    def error(count: int) -> ValueError:  # called only when a row failed (reading the values is then fine)
+        if count < 0:  # under torch.compile: a message without the values
+            return ValueError(f"{name} returned probabilities that are not finite, non-negative rows summing to 1")
+        if not bool(finite.all()):
+            return ValueError(f"{name} returned NaN or inf probabilities")
+        if bool(negative.any()):
+            return ValueError(f"{name} returned negative probabilities")
+        rows = bad.nonzero().flatten()[:3]
+        return ValueError(
+            f"{name} returned rows that do not sum to 1 (rows {rows.tolist()}: sums {sums[rows].tolist()}); "
             "return softmax probabilities, not logits"
         )
+
+    # At once, or deferred to the trainer's logging step inside semiearth.ops._checks.deferred_checks().
+    require_zero(bad.sum(), error)
     return q
 
 

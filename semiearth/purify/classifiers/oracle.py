@@ -1,10 +1,12 @@
 """OracleClassifier: q from the ground truth, the upper bound of a region classifier (ablations, tests)."""
 
+import math
 import warnings
 
 import torch
 
 from semiearth.ops import PurifyStats
+from semiearth.ops._checks import require
 from semiearth.ops.purify_apply import pixel_regions
 from semiearth.purify.classifiers._base import check_crops
 
@@ -16,13 +18,17 @@ def segment_histogram(stats: PurifyStats, seg_table: torch.Tensor, gt: torch.Ten
 
     stats/seg_table [B,Hc,Wc,C] as select_regions made them, gt [B,H,W] int64 (ignore_index skipped).
     The rows are what purification may change, so argmax of a row is the segment's true class.
+    Computed on the device without a host sync (every pixel counted, the others in a spare slot).
     """
-    gt = gt.to(stats.label.device)
+    dev = stats.label.device
+    if gt.device != dev:
+        gt = gt.to(dev)
     valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
     region, hit = pixel_regions(stats, seg_table)
     keep = hit & valid
-    idx = region[keep].long() * c + gt[keep]
-    return torch.bincount(idx, minlength=n * c)[: n * c].reshape(n, c).float()
+    idx = torch.where(keep, region.long() * c + gt, n * c).flatten()
+    counts = torch.zeros(n * c + 1, dtype=torch.int64, device=dev).index_add_(0, idx, torch.ones_like(idx))
+    return counts[: n * c].reshape(n, c).float()
 
 
 class OracleClassifier:
@@ -85,12 +91,13 @@ class OracleClassifier:
     def set_gt(self, gt: torch.Tensor) -> "OracleClassifier":
         if not isinstance(gt, torch.Tensor) or gt.dim() != 3 or gt.dtype != torch.int64:
             raise ValueError("OracleClassifier: gt must be an int64 tensor [B,H,W] (ignore_index for unlabelled)")
-        if bool((gt == self.ignore_index).all()):
-            raise ValueError(
-                f"{type(self).__name__} reads the ground truth of the unlabelled images, and this batch has none: "
-                "use a dataset whose unlabelled items carry it (synthetic scenes do; prepared datasets with "
-                "data.options.unlabeled_masks: true)"
-            )
+        msg = (
+            f"{type(self).__name__} reads the ground truth of the unlabelled images, and this batch has none: "
+            "use a dataset whose unlabelled items carry it (synthetic scenes do; prepared datasets with "
+            "data.options.unlabeled_masks: true)"
+        )
+        # At once, or deferred to the trainer's logging step (semiearth.ops._checks.deferred_checks).
+        require((gt != self.ignore_index).any(), lambda _: ValueError(msg))
         self.gt = gt
         return self
 
@@ -108,23 +115,30 @@ class OracleClassifier:
                 "when calling it directly, call observe(stats, regions, seg_table) first"
             )
         stats, n, c = self._stats, regions.shape[0], self.num_classes
-        gt = self.gt.to(stats.label.device)
+        gt = self.gt if self.gt.device == stats.label.device else self.gt.to(stats.label.device)
         if tuple(gt.shape) != tuple(stats.label.shape):
             raise ValueError(f"OracleClassifier: gt is {tuple(gt.shape)} but the batch is {tuple(stats.label.shape)}")
-        valid = (gt != self.ignore_index) & (gt >= 0) & (gt < c)
         if self.scope == "segment":
             hist = segment_histogram(stats, self._seg_table, gt, n, c, self.ignore_index)
         else:
-            hist = torch.zeros(n, c, device=gt.device)
-            r = regions.to(gt.device)
-            for i in range(n):
-                bi = int(r[i, 0])
-                x1, y1 = int(r[i, 1].floor()), int(r[i, 2].floor())
-                x2, y2 = int(r[i, 3].ceil()), int(r[i, 4].ceil())
-                sel = valid[bi, y1:y2, x1:x2] & (stats.label[bi, y1:y2, x1:x2] == int(r[i, 5]))
-                hist[i] = torch.bincount(gt[bi, y1:y2, x1:x2][sel], minlength=c)[:c].float()
+            hist = self.box_histogram(stats, regions, gt, n, c)
         total = hist.sum(dim=1, keepdim=True)
         q = torch.where(total > 0, hist / total.clamp(min=1), torch.full_like(hist, 1.0 / c))
         if self.smoothing:
             q = (1 - self.smoothing) * q + self.smoothing / c
-        return q.to(crops.device)
+        return q if q.device == crops.device else q.to(crops.device)
+
+    def box_histogram(self, stats: PurifyStats, regions: torch.Tensor, gt: torch.Tensor, n: int, c: int):
+        """[n,c] float32: ground-truth class counts of the pixels in each region's box whose pseudo-label
+        is the region's class (one host-device sync for the boxes, which slice the maps)."""
+        valid = (gt != self.ignore_index) & (gt >= 0) & (gt < c)
+        hist = torch.zeros(n, c, device=gt.device)
+        for i, (b, x1, y1, x2, y2, cls) in enumerate(regions.tolist()):
+            b, cls = int(b), int(cls)
+            x1, y1, x2, y2 = math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
+            sel = valid[b, y1:y2, x1:x2] & (stats.label[b, y1:y2, x1:x2] == cls)
+            box = torch.where(sel, gt[b, y1:y2, x1:x2], c).flatten()
+            hist[i] = torch.zeros(c + 1, device=gt.device).index_add_(0, box, torch.ones(box.shape, device=gt.device))[
+                :c
+            ]
+        return hist

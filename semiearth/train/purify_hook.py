@@ -49,7 +49,9 @@ class PseudoLabels:
 
     label [B,H,W] int64, conf [B,H,W] float32 and `prob` [B,C,H,W] float32 (class probabilities,
     computed on first use): purified by VLM-PP when `output` is set, else the teacher's own.
-    teacher_label / teacher_conf / teacher_prob: the teacher's argmax, max softmax and softmax.
+    teacher_label / teacher_conf: the teacher's argmax and max softmax (with VLM-PP, purify_stats'
+    label and conf, which it computed in its one pass over the logits); teacher_prob: its softmax
+    (computed on first use where VLM-PP ran).
     images: the weak view (for panels). output: VLM-PP's PurifyOutput (records, timings, counts) or None.
     """
 
@@ -57,11 +59,18 @@ class PseudoLabels:
     conf: torch.Tensor
     teacher_label: torch.Tensor
     teacher_conf: torch.Tensor
-    teacher_prob: torch.Tensor
     images: torch.Tensor
     output: PurifyOutput | None = None
     logits: torch.Tensor | None = field(default=None, repr=False)
     purifier: VLMPurifier | None = field(default=None, repr=False)
+    _teacher_prob: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def teacher_prob(self) -> torch.Tensor:
+        if self._teacher_prob is None:
+            with torch.no_grad():
+                self._teacher_prob = self.logits.float().softmax(1)
+        return self._teacher_prob
 
     @functools.cached_property
     def prob(self) -> torch.Tensor:
@@ -75,10 +84,11 @@ class PseudoLabels:
 def pseudo_labels(purifier, images_w, logits_w, ignore=None, gt=None) -> PseudoLabels:
     """Pseudo-labels from the teacher's weak-view logits [B,C,H,W]: FixMatch's argmax / max softmax,
     re-checked by VLM-PP when a purifier is given. `ignore` [B,H,W] bool: padding. `gt` [B,H,W]:
-    the batch's ground truth, which the purifier hands to classifiers that read it (the oracle)."""
-    prob_t = logits_w.float().softmax(1)
-    conf_t, label_t = prob_t.max(1)
+    the batch's ground truth, which the purifier hands to classifiers that read it (the oracle).
+    With VLM-PP the teacher's label and confidence are purify_stats' (no second pass over the logits)."""
     if purifier is None:
-        return PseudoLabels(label_t, conf_t, label_t, conf_t, prob_t, images_w)
+        prob_t = logits_w.float().softmax(1)
+        conf_t, label_t = prob_t.max(1)
+        return PseudoLabels(label_t, conf_t, label_t, conf_t, images_w, logits=logits_w, _teacher_prob=prob_t)
     out = purifier(images_w, logits_w, ignore=ignore, gt=gt)
-    return PseudoLabels(out.label, out.conf, label_t, conf_t, prob_t, images_w, out, logits_w, purifier)
+    return PseudoLabels(out.label, out.conf, out.stats.label, out.stats.conf, images_w, out, logits_w, purifier)

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 from semiearth.config import Config, config_to_dict, save_config
 from semiearth.data import build_dataset
 from semiearth.eval import evaluate
+from semiearth.ops._checks import DeferredChecks, deferred_checks
+from semiearth.purify.purifier import records_from_rows
 from semiearth.timing import StageTimer
 from semiearth.train import distributed as D
 from semiearth.train.augment import TrainView
@@ -184,26 +186,73 @@ def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
     return metrics
 
 
-def collect(stats: dict, out: StepResult) -> None:
-    """Append one step's values to the logging window's lists."""
-    for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
-        stats[k].append(getattr(out, k))
-    if out.purified:  # summed over the step's purifier calls (CPS makes one per student)
-        results = [p.output for p in out.purified]
-        stats["relabelled"].append(sum(r.relabelled for r in results))
-        stats["confirmed"].append(sum(r.confirmed for r in results))
-        stats["regions"].append(sum(r.num_regions for r in results))
-        for k in results[0].timings:
-            stats[f"purify_{k}"].append(sum(r.timings[k] for r in results))
+class Window:
+    """What the loop gathers between two logging steps, kept on the device: every step's losses,
+    mask ratio and VLM-PP tallies (0-d tensors), the stage times (StageTimer: CUDA events on a GPU)
+    and the purify records to write. `row()` reads all of it on the host with one copy."""
 
+    def __init__(self, device):
+        self.device = device
+        self.steps = 0
+        self.values: defaultdict[str, list] = defaultdict(list)  # key -> per-step tensors or floats
+        self.timer = StageTimer(device)  # the loop's stages
+        self.purify = StageTimer(device)  # VLM-PP's stages, summed over the purified steps
+        self.purified_steps = 0
+        self.records: list[tuple[int, list]] = []  # (iteration, [(record table, class names, C)])
 
-def log_row(stats: dict, timer: StageTimer, n: int, images: int) -> dict:
-    row = {k: sum(v) / len(v) for k, v in stats.items() if v}
-    total = sum(timer.total.values())
-    row["stage_s"] = {k: v / n for k, v in timer.total.items()}  # seconds per iteration
-    row["stage_share"] = {k: v / total for k, v in timer.total.items()} if total > 0 else {}
-    row["images_per_s"] = images / total if total > 0 else 0.0
-    return row
+    def collect(self, out: StepResult) -> None:
+        """Keep one step's values (no host-device sync)."""
+        self.steps += 1
+        for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
+            self.values[k].append(getattr(out, k))
+        if out.purified:  # summed over the step's purifier calls (CPS makes one per student)
+            results = [p.output for p in out.purified]
+            tallies = results[0].tallies if len(results) == 1 else torch.stack([r.tallies for r in results]).sum(0)
+            self.values["relabelled"].append(tallies[0])
+            self.values["confirmed"].append(tallies[1])
+            self.values["regions"].append(sum(r.num_regions for r in results))
+            for r in results:
+                self.purify.merge(r.timer)
+            self.purified_steps += 1
+
+    def keep_records(self, iteration: int, out: StepResult) -> None:
+        """The step's purify records, as per-region tables on the device, to be written by `flush_records`."""
+        tables = [(p.output.record_table(), p.output.class_names, p.output.q.shape[1]) for p in out.purified]
+        self.records.append((iteration, tables))
+
+    def flush_records(self, logger: RunLogger) -> None:
+        """Write the kept records to purify.jsonl (one device-to-host copy for all)."""
+        if not self.records:
+            return
+        tables = [t for _, entries in self.records for t, _, _ in entries]
+        rows = torch.cat(tables).tolist() if tables else []
+        start = 0
+        for iteration, entries in self.records:
+            records = []
+            for table, names, c in entries:
+                records += records_from_rows(rows[start : start + table.shape[0]], names, c)
+                start += table.shape[0]
+            logger.records(iteration, records)
+        self.records = []
+
+    def row(self, images: int) -> dict:
+        """The logging row: means over the window's steps (one device-to-host copy for the step values,
+        one wait for the stage times on CUDA)."""
+        tensors = [v for vs in self.values.values() for v in vs if isinstance(v, torch.Tensor)]
+        host = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist() if tensors else [])
+        row = {}
+        for k, vs in self.values.items():
+            if vs:
+                vs = [next(host) if isinstance(v, torch.Tensor) else v for v in vs]
+                row[k] = sum(vs) / len(vs)
+        if self.purified_steps:
+            row.update({f"purify_{k}": v / self.purified_steps for k, v in self.purify.total.items()})
+        totals = self.timer.total
+        total = sum(totals.values())
+        row["stage_s"] = {k: v / self.steps for k, v in totals.items()}  # seconds per iteration
+        row["stage_share"] = {k: v / total for k, v in totals.items()} if total > 0 else {}
+        row["images_per_s"] = images / total if total > 0 else 0.0
+        return row
 
 
 # ----------------------------------------------------------------------------- the run
@@ -243,37 +292,47 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
 
     logger = RunLogger(out_dir, cfg.train.iters, s.iteration, enabled=main, desc=cfg.train.method)
     previous = {sig: signal.signal(sig, StopRequest(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
-    timer, stats, window = StageTimer(device), defaultdict(list), 0
+    window = Window(device)
     last_panel = s.iteration
     images_per_iter = (cfg.train.batch_size + cfg.train.unlabeled_batch_size) * world
     s.method.train()
+    # The value checks of the ops and of VLM-PP (NaN logits, bad class probabilities, a batch without
+    # the oracle's ground truth) are read at the logging steps and before every save, not every step.
+    checks = DeferredChecks()
     try:
         batches = zip(loader_x, loader_u, strict=True) if semi else ((b, None) for b in loader_x)
         t_data = time.perf_counter()
         for batch_x, batch_u in batches:
-            timer.total["data"] += time.perf_counter() - t_data
-            out = train_step(s, batch_x, batch_u, timer)
+            window.timer.add("data", time.perf_counter() - t_data)
+            with deferred_checks(checks):
+                out = train_step(s, batch_x, batch_u, window.timer)
             s.iteration += 1
-            window += 1
-            collect(stats, out)
+            window.collect(out)
+            logger.step(1)
             if main and out.purified:
                 if (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
-                    logger.records(s.iteration, [r for p in out.purified for r in p.output.records])
+                    window.keep_records(s.iteration, out)
                 if cfg.train.panel_every and s.iteration - last_panel >= cfg.train.panel_every:
                     write_panels(s.out_dir, s.iteration, out.purified[0], cfg)  # first purified batch of a period
                     last_panel = s.iteration
-            logger.step(1, loss=out.loss, mask=out.mask_ratio)
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
-                row = log_row(stats, timer, window, images_per_iter * window)
+                checks.raise_if_failed()
+                row = window.row(images_per_iter * window.steps)
                 row.update(D.all_reduce_mean({k: row[k] for k in REDUCED if k in row}, device))
                 row["lr"] = s.method.optimizer.param_groups[0]["lr"]
+                logger.step(0, loss=row["loss"], mask=row["mask_ratio"])  # the window's means
                 logger.log(s.iteration, row)
-                timer, stats, window = StageTimer(device), defaultdict(list), 0
+                window.flush_records(logger)
+                window = Window(device)
             if cfg.train.ckpt_every and s.iteration % cfg.train.ckpt_every == 0:
+                checks.raise_if_failed()
                 save(s)
             if cfg.train.eval_every and s.iteration % cfg.train.eval_every == 0 and s.iteration < cfg.train.iters:
+                checks.raise_if_failed()
                 validate(s, val_set, logger)
             if D.any_rank(bool(s.stop_signal), device):
+                checks.raise_if_failed()
+                window.flush_records(logger)
                 save(s)
                 if main:
                     msg = f"[semiearth] stopped by signal at iteration {s.iteration}; saved {latest}; continue with --resume"
@@ -281,6 +340,7 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 num = s.stop_signal or signal.SIGTERM  # a rank stopped by another rank's signal
                 return {"interrupted": True, "signal": int(num), "iteration": s.iteration, "paths": {"latest": latest}}
             t_data = time.perf_counter()
+        checks.raise_if_failed()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

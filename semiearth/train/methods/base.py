@@ -37,12 +37,15 @@ class NoOptions:
 
 @dataclass
 class StepResult:
-    """One iteration's losses and mask ratio, and the pseudo-labels that VLM-PP purified this step."""
+    """One iteration's losses and mask ratio, and the pseudo-labels that VLM-PP purified this step.
 
-    loss: float
-    loss_x: float
-    loss_u: float
-    mask_ratio: float
+    The values are 0-d tensors on the device (detached; floats are accepted too): the trainer reads
+    them on the host at its logging steps only, so that a step needs no host-device sync for them."""
+
+    loss: torch.Tensor | float
+    loss_x: torch.Tensor | float
+    loss_u: torch.Tensor | float
+    mask_ratio: torch.Tensor | float
     purified: list[PseudoLabels] = field(default_factory=list)
 
 
@@ -102,8 +105,9 @@ def poly_lambda(cfg):
 
 
 def to_device(batch: dict, device) -> dict:
-    """The batch's tensors on `device` (names and other values unchanged)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch's tensors on `device` (names and other values unchanged), copied asynchronously:
+    the trainer's loader pins its batches in memory when training on CUDA."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def mix_targets(pseudo: PseudoLabels, pad: torch.Tensor, box: torch.Tensor):
@@ -185,7 +189,8 @@ class Method:
     def to_device(self, batch_x: dict, batch_u: dict | None):
         """(labelled images, labelled masks, the unlabelled batch) on the method's device."""
         u = to_device(batch_u, self.device) if batch_u is not None else None
-        return batch_x["image"].to(self.device), batch_x["mask"].to(self.device), u
+        x = to_device({"image": batch_x["image"], "mask": batch_x["mask"]}, self.device)
+        return x["image"], x["mask"], u
 
     def teacher_targets(self, u: dict, ctx: StepContext, teacher: str = "teacher") -> PseudoLabels:
         """The EMA teacher's pseudo-labels of the weak view (purified by VLM-PP where it runs)."""

@@ -77,4 +77,4 @@ class CPS(Method):
             self.backward(loss)
         with ctx.timer("optimiser"):
             self.optimiser_step(ctx.iteration)
-        return StepResult(loss.item(), loss_x.item() / 2, float(loss_u.detach()) / 2, float(ratio), ctx.purified)
+        return StepResult(loss.detach(), loss_x.detach() / 2, loss_u.detach() / 2, ratio.detach(), ctx.purified)

@@ -32,4 +32,4 @@ class FixMatch(Method):
             self.backward(loss)
         with ctx.timer("optimiser"):
             self.optimiser_step(ctx.iteration)
-        return StepResult(loss.item(), loss_x.item(), float(loss_u.detach()), float(ratio), ctx.purified)
+        return StepResult(loss.detach(), loss_x.detach(), loss_u.detach(), ratio, ctx.purified)

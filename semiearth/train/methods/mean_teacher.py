@@ -73,5 +73,5 @@ class MeanTeacher(Method):
             self.backward(loss)
         with ctx.timer("optimiser"):
             self.optimiser_step(ctx.iteration)
-        ratio = float(valid.float().mean())  # every valid pixel contributes to the consistency loss
-        return StepResult(loss.item(), loss_x.item(), float(loss_u.detach()), ratio, ctx.purified)
+        ratio = valid.float().mean()  # every valid pixel contributes to the consistency loss
+        return StepResult(loss.detach(), loss_x.detach(), loss_u.detach(), ratio, ctx.purified)

@@ -20,5 +20,5 @@ class Supervised(Method):
             self.backward(loss)
         with ctx.timer("optimiser"):
             self.optimiser_step(ctx.iteration)
-        value = loss.item()
+        value = loss.detach()
         return StepResult(value, value, 0.0, 0.0)

@@ -95,4 +95,4 @@ class UniMatchV2(Method):
         with ctx.timer("optimiser"):
             self.optimiser_step(ctx.iteration)
         ratio = (losses[0][1] + losses[1][1]) / 2
-        return StepResult(loss.item(), loss_x.item(), float(loss_u.detach()), float(ratio), ctx.purified)
+        return StepResult(loss.detach(), loss_x.detach(), loss_u.detach(), ratio.detach(), ctx.purified)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import BOUNDARY_BIT, IGNORED_BIT, LOW_BIT, Launch, TileConfig, cell_tile
+from ._common import BOUNDARY_BIT, IGNORED_BIT, LOW_BIT, Launch, TileConfig, cell_tile, needs_wide, pixel_offsets
 
 
 @triton.jit
@@ -25,13 +25,14 @@ def _boundary_pool_kernel(
     Hc,
     Wc,
     cell,
-    radius,
     cells_per_prog,
     cell_rows_per_prog,
     HAS_IGNORE: tl.constexpr,
+    RADIUS: tl.constexpr,  # neighbourhood radius (small: the neighbour loops unroll)
     ROWS: tl.constexpr,
     BLOCK_W: tl.constexpr,
     NC: tl.constexpr,
+    WIDE: tl.constexpr,  # int64 offsets inside an image
 ):
     pid_x = tl.program_id(0)
     pid_y = tl.program_id(1)
@@ -39,7 +40,8 @@ def _boundary_pool_kernel(
 
     rr, x, col_ok, lc, cx0 = cell_tile(pid_x, cell, cells_per_prog, W, ROWS, BLOCK_W)
     j = tl.arange(0, NC)
-    base = b * H * W  # int64, as b is
+    img = b * H * W  # int64, as b is
+    label_img, ignore_img, flags_img = label_ptr + img, ignore_ptr + img, flags_ptr + img
 
     for cr in range(0, cell_rows_per_prog):
         cy = pid_y * cell_rows_per_prog + cr
@@ -49,23 +51,23 @@ def _boundary_pool_kernel(
         for y0 in range(y_start, y_end, ROWS):
             y = y0 + rr
             pmask = col_ok & (y < y_end)
-            out = base + y.to(tl.int64) * W + x
-            lab = tl.load(label_ptr + out, mask=pmask, other=0)
-            flags = tl.load(flags_ptr + out, mask=pmask, other=0).to(tl.int32)
+            out = pixel_offsets(y, x, W, 1, WIDE)
+            lab = tl.load(label_img + out, mask=pmask, other=0)
+            flags = tl.load(flags_img + out, mask=pmask, other=0).to(tl.int32)
             bnd = tl.zeros([ROWS * BLOCK_W], tl.int1)
-            for dy in range(-radius, radius + 1):
+            for dy in range(-RADIUS, RADIUS + 1):
                 ny = y + dy
                 row_ok = pmask & (ny >= 0) & (ny < H)
-                for dx in range(-radius, radius + 1):
+                for dx in tl.static_range(-RADIUS, RADIUS + 1):
                     nx = x + dx
                     ok = row_ok & (nx >= 0) & (nx < W)
-                    nofs = base + ny.to(tl.int64) * W + nx
-                    nl = tl.load(label_ptr + nofs, mask=ok, other=0)
+                    nofs = pixel_offsets(ny, nx, W, 1, WIDE)
+                    nl = tl.load(label_img + nofs, mask=ok, other=0)
                     if HAS_IGNORE:
-                        ok = ok & (tl.load(ignore_ptr + nofs, mask=ok, other=1) == 0)
+                        ok = ok & (tl.load(ignore_img + nofs, mask=ok, other=1) == 0)
                     bnd = bnd | (ok & (nl != lab))
             flags = flags | tl.where(bnd, BOUNDARY_BIT, 0)
-            tl.store(flags_ptr + out, flags.to(tl.uint8), mask=pmask)
+            tl.store(flags_img + out, flags.to(tl.uint8), mask=pmask)
             cand = (flags & (LOW_BIT | IGNORED_BIT)) == LOW_BIT
             nb_acc += (cand & bnd & pmask).to(tl.int32)
         cell_ok = (j < cells_per_prog) & (cx0 + j < Wc) & (cy < Hc)
@@ -96,11 +98,16 @@ def plan_boundary_pool(label, ignore_u8, flags, radius: int, cell: int, cfg: Til
         hc,
         wc,
         cell,
-        int(radius),
         cfg.cells_per_prog,
         cfg.cell_rows_per_prog,
     )
     meta = dict(
-        HAS_IGNORE=ignore_u8 is not None, ROWS=cfg.ROWS, BLOCK_W=cfg.BLOCK_W, NC=cfg.NC, num_warps=cfg.num_warps
+        HAS_IGNORE=ignore_u8 is not None,
+        RADIUS=int(radius),
+        ROWS=cfg.ROWS,
+        BLOCK_W=cfg.BLOCK_W,
+        NC=cfg.NC,
+        WIDE=needs_wide(h * w),
+        num_warps=cfg.num_warps,
     )
     return nbnd, Launch(_boundary_pool_kernel, grid, args, meta)

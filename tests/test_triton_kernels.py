@@ -1,4 +1,4 @@
-"""Triton-specific tests of semiearth.kernels: chunked classes, block edges, NaN path, bit identity.
+"""Triton-specific tests of semiearth.kernels: many classes, block edges, NaN path, bit identity.
 
 The backend-generic comparisons against the references live in test_purify_stats.py and
 test_purify_apply.py. These run on CUDA tensors, or on CPU tensors under the Triton interpreter
@@ -53,9 +53,10 @@ def assert_stats_equal(out, ref):
 def run_stats(logits, low_thresh, radius, cell, ignore, gpu):
     """purify_stats through the two kernels with the GPU (small) or interpreter (big) tiles."""
     _, c, h, w = logits.shape
-    cfg = tile_config(c, h, w, cell, gpu=gpu)
+    cfg = tile_config(h, w, cell, gpu=gpu)
     ign = None if ignore is None else ignore.contiguous().view(torch.uint8)
-    conf, label, flags, hist, mass = confidence_pool(logits, ign, low_thresh, cell, cfg)
+    conf, label, flags, hist, mass, nonfinite = confidence_pool(logits, ign, low_thresh, cell, cfg)
+    assert int(nonfinite) == 0
     nbnd = boundary_pool(label, ign, flags, radius, cell, cfg)
     return conf, label, flags, hist, mass, nbnd
 
@@ -64,7 +65,7 @@ CASES = [
     # b, c, h, w, radius, cell, dtype
     (2, 6, 37, 45, 1, 8, torch.float32),  # odd sizes, cells not dividing the image
     (1, 1, 1, 1, 0, 8, torch.float32),  # 1x1, one class, cell > image
-    (1, 70, 12, 21, 2, 16, torch.float16),  # C > every chunk size: chunked online softmax
+    (1, 70, 12, 21, 2, 16, torch.float16),  # many classes: a long online softmax
     (2, 5, 40, 70, 3, 32, torch.bfloat16),
     (1, 3, 33, 65, 1, 48, torch.float32),  # cell not a power of two, block edges at 32/64
     (1, 4, 20, 9, 1, 64, torch.float32),  # cell > H and W
@@ -97,12 +98,14 @@ def test_stats_non_contiguous_logits():
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # numpy, in the interpreter
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
 def test_nonfinite_logits_give_nan_conf(bad_value):
-    logits = make_logits(1, 70, 6, 10, ties=False)  # the bad class sits in the second chunk
-    logits[0, 66, 2, 3] = bad_value
+    logits = make_logits(1, 70, 6, 10, ties=False)
+    logits[0, 66, 2, 3] = bad_value  # a late class
     logits[0, 0, 5, 9] = bad_value
-    conf = purify_stats_triton(logits, 0.7, 1, 4, None)[0]
-    nan = torch.isnan(conf)
+    logits[0, 1, 5, 9] = bad_value  # two bad classes, one pixel
+    out = purify_stats_triton(logits, 0.7, 1, 4, None)
+    nan = torch.isnan(out[0])
     assert nan[0, 2, 3] and nan[0, 5, 9] and int(nan.sum()) == 2
+    assert out[-1].dtype == torch.int64 and out[-1].shape == () and int(out[-1]) == 2
     with pytest.raises(ValueError, match="NaN or inf"):
         purify_stats(logits, backend="triton")
 
@@ -117,7 +120,7 @@ def test_public_dispatch_matches_reference():
 
 def make_apply_case(b, c, h, w, cell, n, dtype=torch.float32, seed=0):
     logits = make_logits(b, c, h, w, dtype, seed=seed, ties=False)
-    stats = PurifyStats(*purify_stats_triton(logits, 0.95, 1, cell, None), cell=cell)
+    stats = PurifyStats(*purify_stats_triton(logits, 0.95, 1, cell, None)[:6], cell=cell)
     g = torch.Generator().manual_seed(seed + 1)
     hc, wc = -(-h // cell), -(-w // cell)
     seg = torch.randint(-1, max(n, 1), (b, hc, wc, c), generator=g, dtype=torch.int32)
@@ -130,9 +133,13 @@ def make_apply_case(b, c, h, w, cell, n, dtype=torch.float32, seed=0):
     return logits, stats, seg, q
 
 
+def apply_triton(logits, stats, seg, weights, rule, tau):
+    return purify_apply_triton(logits, stats.label, stats.conf, stats.flags, seg, weights, stats.cell, rule, tau)
+
+
 APPLY_CASES = [
     (2, 6, 37, 45, 8, 9, torch.float32),
-    (1, 70, 12, 21, 4, 5, torch.float16),  # chunked classes
+    (1, 70, 12, 21, 4, 5, torch.float16),  # many classes
     (1, 3, 1, 1, 8, 2, torch.bfloat16),
     (1, 4, 17, 33, 16, 0, torch.float32),  # N = 0
 ]
@@ -145,7 +152,7 @@ def test_apply_matches_reference(case, rule):
     logits, stats, seg, q = make_apply_case(b, c, h, w, cell, n, dtype)
     weights = rule_weights(q, rule, 1.5)
     before = [t.clone() for t in (logits, *stats[:6], seg, weights)]
-    label, conf = purify_apply_triton(logits, stats, seg, weights, 0 if rule == "bayes" else 1, 0.7)
+    label, conf = apply_triton(logits, stats, seg, weights, 0 if rule == "bayes" else 1, 0.7)
     if n > 0:
         ref_label, ref_conf = purify_apply_reference(logits, stats, seg, weights, 0 if rule == "bayes" else 1, 0.7)
     else:  # the reference cannot index an empty weights table; nothing is hit
@@ -173,7 +180,7 @@ def test_apply_non_contiguous_logits():
     logits, stats, seg, q = make_apply_case(1, 8, 16, 40, 8, 4, seed=7)
     x = logits.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)  # same values, stride_w != 1
     weights = rule_weights(q, "bayes", 1.0)
-    out = purify_apply_triton(x, stats, seg, weights, 0, 0.7)
+    out = apply_triton(x, stats, seg, weights, 0, 0.7)
     ref = purify_apply_reference(logits, stats, seg, weights, 0, 0.7)
     assert torch.equal(out[0], ref[0])
     torch.testing.assert_close(out[1], ref[1], rtol=1e-5, atol=1e-6)
@@ -184,10 +191,9 @@ def test_apply_non_contiguous_logits():
     ("c", "h", "w", "cell"), [(1, 1, 1, 1), (6, 512, 512, 32), (64, 300, 7, 48), (3, 9, 1000, 500)]
 )
 def test_tile_config_owns_whole_cells(c, h, w, cell, gpu):
-    cfg = tile_config(c, h, w, cell, gpu=gpu)
-    for v in (cfg.BLOCK_C, cfg.ROWS, cfg.BLOCK_W, cfg.NC):
+    cfg = tile_config(h, w, cell, gpu=gpu)
+    for v in (cfg.ROWS, cfg.BLOCK_W, cfg.NC):
         assert v & (v - 1) == 0
     assert cfg.BLOCK_W >= min(cell, w)
     assert cfg.cells_per_prog * min(cell, w) <= cfg.BLOCK_W or cfg.cells_per_prog == 1
     assert cfg.NC >= cfg.cells_per_prog >= 1 and cfg.cell_rows_per_prog >= 1
-    assert cfg.BLOCK_C <= triton.next_power_of_2(c)

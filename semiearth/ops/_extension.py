@@ -1,5 +1,14 @@
-"""Loading of the compiled extension `semiearth._C` and the choice of backend for each call."""
+"""Loading of the compiled extension `semiearth._C`, the choice of backend for each call, and the
+call itself.
 
+An op runs through the PyTorch dispatcher, `torch.ops.semiearth.<op>` (torchvision's design): the
+C++ kernels are its CPU implementations, the CUDA kernel of crop_batch and the Triton kernels of
+purify_stats and purify_apply (registered in _triton.py) its CUDA ones, so torch.compile and
+`torch.ops.semiearth.*` see the same kernels as `semiearth.ops`. `backend=` overrides the choice:
+OP_BACKENDS is the one table of what each op has, and `backend_device` says where each runs.
+"""
+
+import importlib
 import os
 import warnings
 from functools import cache
@@ -18,15 +27,27 @@ BACKENDS = ("auto", *sorted({b for names in OP_BACKENDS.values() for b in names}
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (or `make test`)"
 
 
-@cache
+_LOADED: list = []  # [the extension module or None], once loaded (a plain global: torch.compile reads it)
+
+
 def extension():
     """The imported `semiearth._C` module (which registers torch.ops.semiearth), or None."""
+    if not _LOADED:
+        _LOADED.append(_load_extension())
+    return _LOADED[0]
+
+
+def _load_extension():
     try:
         from semiearth import _C
     except ImportError:
         return None
-    from semiearth.ops import _fake  # noqa: F401  (fake impls for torch.compile)
+    from semiearth.ops import (
+        _fake,  # noqa: F401  (fake impls for torch.compile)
+        _triton,
+    )
 
+    _triton.register_cuda_kernels()
     return _C
 
 
@@ -59,6 +80,38 @@ def _warn_reference_once(op: str) -> None:
 def backends(op: str) -> tuple[str, ...]:
     """The backends `op` has (OP_BACKENDS), without "auto"."""
     return OP_BACKENDS[op]
+
+
+def backend_device(backend: str) -> str:
+    """The device type a fast backend runs on: "cpu" for cpp, "cuda" for cuda and triton (the
+    Triton interpreter, TRITON_INTERPRET=1, runs triton on the CPU too, for tests)."""
+    return {"cpp": "cpu", "cuda": "cuda", "triton": "cuda"}[backend]
+
+
+def fast_backend(op: str, device: torch.device | str) -> str:
+    """The backend that "auto" picks for `op` on `device`, without warnings or errors (benches and
+    tests name it in their reports): the op's GPU backend on CUDA, cpp on the CPU, else torch."""
+    if torch.device(device).type == "cuda":
+        return next(b for b in OP_BACKENDS[op] if b in GPU_BACKENDS)
+    return "cpp" if has_cpp() else "torch"
+
+
+# The Triton implementations, called directly where the dispatcher cannot reach them: on CPU
+# tensors under the interpreter, or on CUDA when the extension (which defines the ops) is not built.
+TRITON_FUNCTIONS = {
+    "purify_stats": "semiearth.kernels.purify_stats:purify_stats_triton",
+    "purify_apply": "semiearth.kernels.purify_apply:purify_apply_triton",
+}
+
+
+def call(op: str, backend: str, *args):
+    """Run `op` with a resolved fast `backend` (not "torch") on validated arguments: through the
+    dispatcher, `torch.ops.semiearth.<op>(*args)`, where it routes the tensors' device to this
+    backend, else the Triton function itself."""
+    if backend == "triton" and not (has_cpp() and args[0].is_cuda):
+        module, name = TRITON_FUNCTIONS[op].split(":")
+        return getattr(importlib.import_module(module), name)(*args)
+    return getattr(torch.ops.semiearth, op)(*args)
 
 
 def resolve(op: str, backend: str, device: torch.device) -> str:

@@ -1,6 +1,12 @@
-"""Argument checks shared by the ops: each error names the argument and says how to fix it."""
+"""Argument checks shared by the ops: each error names the argument and says how to fix it.
+
+Checks of shapes, dtypes and numbers read nothing from the device. Checks of tensor values go
+through semiearth.ops._checks (at once, or deferred to the caller's next sync).
+"""
 
 import torch
+
+from semiearth.ops._checks import require
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -41,9 +47,7 @@ def nonfinite_error(op: str, count: int) -> ValueError:
 
 
 def check_finite_logits(op: str, logits: torch.Tensor) -> None:
-    finite = torch.isfinite(logits).all(dim=1)
-    if not bool(finite.all()):
-        raise nonfinite_error(op, int((~finite).sum()))
+    require(torch.isfinite(logits).all(dim=1), lambda n: nonfinite_error(op, n))
 
 
 def check_unit_interval(op: str, name: str, value) -> None:

@@ -8,11 +8,14 @@ another class than the region's get `fill` (the VLM's mean colour, 0 after norma
 Samples outside the image get `fill` too.
 """
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 
-from semiearth.ops._extension import resolve
+from semiearth.ops._checks import require
+from semiearth.ops._extension import call, resolve
 from semiearth.ops._validate import check_int, check_same_device, check_tensor
 
 OP = "crop_batch"
@@ -44,17 +47,17 @@ def crop_batch(
         b, _, h, w = images.shape
         if tuple(labels.shape) != (b, h, w):
             raise ValueError(f"{OP}: labels must have shape {(b, h, w)} to match images, got {tuple(labels.shape)}")
-    scale_t = channelwise("scale", scale, images.device)
-    shift_t = channelwise("shift", shift, images.device)
+    scale_t = channelwise("scale", scale)
+    shift_t = channelwise("shift", shift)
     check_same_device(OP, "images", images, regions=regions, labels=labels)
     use_mask = bool(mask) and labels is not None
     backend = resolve(OP, backend, images.device)
     if backend == "torch":
+        scale_t, shift_t = scale_t.to(images.device), shift_t.to(images.device)
         return crop_batch_reference(images, regions, size, labels, scale_t, shift_t, use_mask, fill)
     labels_c = labels.contiguous() if use_mask else None
-    return torch.ops.semiearth.crop_batch(
-        images.contiguous(), regions.float().contiguous(), size, labels_c, scale_t, shift_t, use_mask, float(fill)
-    )
+    return call(OP, backend, images.contiguous(), regions.contiguous(), size, labels_c, scale_t, shift_t, use_mask,
+                float(fill))  # fmt: skip
 
 
 def check_regions(images: torch.Tensor, regions: torch.Tensor) -> None:
@@ -68,27 +71,25 @@ def check_regions(images: torch.Tensor, regions: torch.Tensor) -> None:
         )
     if regions.shape[0] == 0:
         return
-    if not bool(torch.isfinite(regions).all()):
-        raise ValueError(f"{OP}: regions contain NaN or inf")
+    b = images.shape[0]
     batch = regions[:, 0]
-    bad = (batch != batch.round()) | (batch < 0) | (batch >= images.shape[0])
-    if bool(bad.any()):
-        raise ValueError(
-            f"{OP}: regions[:, 0] must be integer batch indices in [0, {images.shape[0]}), "
-            f"got {batch[bad][:5].tolist()}"
-        )
-    if bool((regions[:, 3] < regions[:, 1]).any() | (regions[:, 4] < regions[:, 2]).any()):
-        raise ValueError(f"{OP}: regions must have x2 >= x1 and y2 >= y1 (boxes are x1, y1, x2, y2)")
+    require(torch.isfinite(regions), lambda n: ValueError(f"{OP}: regions contain NaN or inf ({n} values)"))
+    require((batch == batch.round()) & (batch >= 0) & (batch < b), lambda n: ValueError(
+        f"{OP}: regions[:, 0] must be integer batch indices in [0, {b}); {n} region(s) are not"))  # fmt: skip
+    require((regions[:, 3] >= regions[:, 1]) & (regions[:, 4] >= regions[:, 2]), lambda n: ValueError(
+        f"{OP}: regions must have x2 >= x1 and y2 >= y1 (boxes are x1, y1, x2, y2); {n} do not"))  # fmt: skip
 
 
-def channelwise(name: str, value: Channelwise, device: torch.device) -> torch.Tensor:
-    """A scalar or 3 values -> float32 tensor [3] on `device`."""
-    t = torch.as_tensor(value, dtype=torch.float32).flatten()
-    if t.numel() == 1:
-        t = t.expand(3)
-    if t.numel() != 3 or not bool(torch.isfinite(t).all()):
+def channelwise(name: str, value: Channelwise) -> torch.Tensor:
+    """A scalar or 3 values -> float32 tensor [3] on the CPU: the kernels take them as arguments,
+    so a CUDA call copies nothing to the device for them (a tensor on the device is read once)."""
+    values = value.flatten().tolist() if isinstance(value, torch.Tensor) else value
+    values = list(values) if isinstance(values, Sequence) else [values]
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
         raise ValueError(f"{OP}: {name} must be a finite scalar or 3 per-channel values, got {value!r}")
-    return t.to(device).contiguous()
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
 def crop_batch_reference(images, regions, size, labels=None, scale=None, shift=None, mask=False, fill=0.0):

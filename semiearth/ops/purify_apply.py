@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from semiearth.ops._extension import resolve
+from semiearth.ops._checks import require
+from semiearth.ops._extension import call, resolve
 from semiearth.ops._validate import check_int, check_logits, check_same_device, check_tensor, check_unit_interval
 from semiearth.ops.purify_stats import IGNORED, LOW, PurifyStats
 
@@ -48,21 +49,11 @@ def purify_apply(
     backend = resolve(OP, backend, logits.device)
     if backend == "torch":
         return purify_apply_reference(logits, stats, seg_table, weights, RULES[rule], tau)
-    if backend == "triton":
-        from semiearth.kernels.purify_apply import purify_apply_triton
-
-        return purify_apply_triton(logits, stats, seg_table, weights, RULES[rule], tau)
-    return torch.ops.semiearth.purify_apply(
-        logits.contiguous(),
-        stats.label.contiguous(),
-        stats.conf.contiguous(),
-        stats.flags.contiguous(),
-        seg_table.contiguous(),
-        weights,
-        stats.cell,
-        RULES[rule],
-        float(tau),
-    )
+    if backend == "cpp":
+        logits = logits.contiguous()
+    conf, label, flags = (t.contiguous() for t in stats[:3])
+    return call(OP, backend, logits, label, conf, flags, seg_table.contiguous(), weights, stats.cell, RULES[rule],
+                float(tau))  # fmt: skip
 
 
 def rule_weights(q: torch.Tensor, rule: str, trust: float) -> torch.Tensor:
@@ -91,7 +82,8 @@ def drop_neutral_regions(seg_table: torch.Tensor, weights: torch.Tensor) -> torc
     if weights.shape[0] == 0:
         return seg_table
     active = (weights != 0).any(dim=1)
-    return torch.where((seg_table >= 0) & active[seg_table.clamp(min=0).long()], seg_table, -1)
+    region = seg_table.clamp(0, weights.shape[0] - 1).long()  # in range even before a deferred check
+    return torch.where((seg_table >= 0) & active[region], seg_table, -1)
 
 
 def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
@@ -109,10 +101,11 @@ def check_inputs(logits, stats, seg_table, q, rule, trust, tau) -> None:
         raise ValueError(
             f"{OP}: q has {q.shape[1]} classes but logits have {c}; the classifier's classes must match the model's"
         )
-    if q.shape[0] > 0 and not bool(torch.isfinite(q).all() & (q >= 0).all()):
-        raise ValueError(f"{OP}: q must hold finite, non-negative class probabilities")
-    if seg_table.numel() and int(seg_table.max()) >= q.shape[0]:
-        raise ValueError(f"{OP}: seg_table refers to region {int(seg_table.max())} but q has only {q.shape[0]} rows")
+    n = q.shape[0]
+    require(torch.isfinite(q) & (q >= 0), lambda k: ValueError(
+        f"{OP}: q must hold finite, non-negative class probabilities ({k} entries are not)"))  # fmt: skip
+    require(seg_table < n, lambda k: ValueError(
+        f"{OP}: seg_table refers to regions >= {n} at {k} entries but q has only {n} rows"))  # fmt: skip
     if rule not in RULES:
         raise ValueError(f"{OP}: rule must be one of {sorted(RULES)}, got {rule!r}")
     if not isinstance(trust, (int, float)) or not math.isfinite(trust) or trust < 0:
@@ -132,12 +125,9 @@ def check_stats(logits: torch.Tensor, stats) -> None:
         if tuple(t.shape) != (b, h, w):
             raise ValueError(f"{OP}: stats are for shape {tuple(t.shape)} but logits are {(b, h, w)}")
     check_int(OP, "stats.cell", stats.cell, 1)
-    lo, hi = torch.aminmax(stats.label)
-    if int(lo) < 0 or int(hi) >= c:
-        raise ValueError(
-            f"{OP}: stats.label holds classes in [{int(lo)}, {int(hi)}] but logits have {c} classes, so "
-            f"labels must lie in [0, {c}); pass the PurifyStats that purify_stats returned for these logits"
-        )
+    require((stats.label >= 0) & (stats.label < c), lambda n: ValueError(
+        f"{OP}: stats.label holds {n} label(s) outside [0, {c}) but logits have {c} classes; pass the "
+        "PurifyStats that purify_stats returned for these logits"))  # fmt: skip
 
 
 def purify_apply_reference(logits, stats: PurifyStats, seg_table, weights, rule: int, tau: float = 0.7):

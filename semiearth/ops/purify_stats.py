@@ -10,7 +10,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from semiearth.ops._extension import resolve
+from semiearth.ops._checks import require_zero
+from semiearth.ops._extension import call, resolve
 from semiearth.ops._validate import (
     check_finite_logits,
     check_int,
@@ -53,7 +54,8 @@ def purify_stats(
     """Confidence, pseudo-label, flags and per-cell pooling of teacher logits [B,C,H,W].
 
     backend: "auto" (Triton on CUDA, C++ on CPU), "torch", "cpp" or "triton".
-    Raises ValueError/TypeError for bad shapes, dtypes, thresholds, or NaN/inf logits.
+    Raises ValueError/TypeError for bad shapes, dtypes, thresholds, or NaN/inf logits (counted by
+    every kernel; raised at once, or later inside semiearth.ops.deferred_checks()).
     """
     check_logits(OP, logits)
     check_unit_interval(OP, "low_thresh", low_thresh)
@@ -68,19 +70,9 @@ def purify_stats(
     backend = resolve(OP, backend, logits.device)
     if backend == "torch":
         return purify_stats_reference(logits, low_thresh, radius, cell, ignore)
-    if backend == "cpp":  # the C++ kernel counts the non-finite pixels; the error is raised here
-        *out, nonfinite = torch.ops.semiearth.purify_stats(logits, float(low_thresh), radius, cell, ignore)
-        if int(nonfinite):
-            raise nonfinite_error(OP, int(nonfinite))
-        return PurifyStats(*out, cell=cell)
-    from semiearth.kernels.purify_stats import purify_stats_triton
-
-    stats = PurifyStats(*purify_stats_triton(logits, float(low_thresh), radius, cell, ignore), cell=cell)
-    # The Triton kernels write NaN confidence where a logit is not finite: check the small output.
-    bad = torch.isnan(stats.conf)
-    if bool(bad.any()):
-        raise nonfinite_error(OP, int(bad.sum()))
-    return stats
+    *out, nonfinite = call(OP, backend, logits, float(low_thresh), radius, cell, ignore)
+    require_zero(nonfinite, lambda n: nonfinite_error(OP, n))
+    return PurifyStats(*out, cell=cell)
 
 
 def purify_stats_reference(logits, low_thresh=0.7, radius=1, cell=32, ignore=None) -> PurifyStats:

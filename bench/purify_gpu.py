@@ -32,16 +32,9 @@ def cuda_seconds(fn: Callable[[], object]) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
 
 
-def backends(device: torch.device) -> dict:
-    """The fast backend of each op on `device`."""
-    if device.type == "cuda":
-        return {"purify_stats": "triton", "crop_batch": "cuda", "purify_apply": "triton"}
-    return {"purify_stats": "cpp", "crop_batch": "cpp", "purify_apply": "cpp"}
-
-
 def stats_rows(shapes, device, timer) -> tuple:
     rows, ratios = [], []
-    backend = backends(device)["purify_stats"]
+    backend = ops.fast_backend("purify_stats", device)
     for b, c, h, w in shapes:
         case = f"B{b} C{c} {h}x{w} f32 {device.type}"
         x = teacher_like_logits(b, c, h, w, device=device)
@@ -60,7 +53,7 @@ def crop_rows(counts, device, timer, b=8, hw=518, size=224) -> tuple:
     from purify_throughput import random_boxes
 
     rows, ratios = [], []
-    backend = backends(device)["crop_batch"]
+    backend = ops.fast_backend("crop_batch", device)
     images = torch.rand(b, 3, hw, hw, device=device)
     scale = torch.tensor([1 / 0.229, 1 / 0.224, 1 / 0.225], device=device)
     shift = -torch.tensor([0.485, 0.456, 0.406], device=device) * scale
@@ -83,7 +76,7 @@ def apply_rows(shapes, device, timer) -> tuple:
     from purify_throughput import top_cell_segments
 
     rows, ratios = [], []
-    backend = backends(device)["purify_apply"]
+    backend = ops.fast_backend("purify_apply", device)
     for b, c, h, w in shapes:
         x = teacher_like_logits(b, c, h, w)
         stats = ops.purify_stats(x, backend="cpp" if ops.has_cpp() else "torch")

@@ -38,8 +38,10 @@ def sync():
 
 def fast_backends(op: str) -> list:
     """(impl name, backend, device) rows to time for an op; GPU rows are skipped without a GPU."""
-    names = {"cpp": ("C++ (cpu)", "cpu"), "triton": ("Triton (gpu)", "cuda"), "cuda": ("CUDA (gpu)", "cuda")}
-    return [(names[b][0], b, names[b][1]) for b in ops.backends(op) if b != "torch"]
+    names = {"cpp": "C++", "triton": "Triton", "cuda": "CUDA"}
+    return [
+        (f"{names[b]} ({ops.backend_device(b)})", b, ops.backend_device(b)) for b in ops.backends(op) if b != "torch"
+    ]
 
 
 def bench_purify_stats(shapes, repeats) -> tuple:

@@ -106,14 +106,14 @@ def backend_device(backend: str, kernels_module: str | None = None):
     if backend == "cpp":
         if not ops.has_cpp():
             pytest.skip("the C++ extension semiearth._C is not built (pip install --no-build-isolation -e .)")
-        return "cpp", torch.device("cpu")
+        return "cpp", torch.device(ops.backend_device("cpp"))
     if backend == "triton":
         triton_kernels(kernels_module)
         return "triton", torch.device("cuda" if GPU else "cpu")
     if backend == "cuda":
         if not GPU:
             pytest.skip("no GPU: CUDA kernels are compile-checked only (see test_cuda_kernels_compiled_in)")
-        return "auto", torch.device("cuda")
+        return "auto", torch.device(ops.backend_device("cuda"))
     raise ValueError(backend)
 
 

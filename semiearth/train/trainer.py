@@ -212,7 +212,8 @@ class Window:
             self.values["confirmed"].append(tallies[1])
             self.values["regions"].append(sum(r.num_regions for r in results))
             for r in results:
-                self.purify.merge(r.timer)
+                if r.timer is not None:
+                    self.purify.merge(r.timer)
             self.purified_steps += 1
 
     def keep_records(self, iteration: int, out: StepResult) -> None:

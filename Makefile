@@ -9,8 +9,12 @@ ARCH := $(shell uname -m)
 ifeq ($(ARCH),aarch64)
 TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
 else
-TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 triton==3.8.0
 endif
+# The Triton of the GPU image (see DEVELOPERS notes): the kernel budget test compiles for it too,
+# from its own folder (`pip install --target`), beside the pinned one.
+OTHER_TRITON ?= triton==3.6.0
+OTHER_TRITON_DIR := $(abspath $(VENV))/other-triton
 CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 export CUDA_HOME FORCE_CUDA
@@ -23,6 +27,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(TORCH_PINS)
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --no-deps --target $(OTHER_TRITON_DIR) $(OTHER_TRITON) \
+		|| echo "$(OTHER_TRITON) is not installable here: the kernel budget test checks the pinned Triton only"
 	touch $@
 
 # The extension is rebuilt only when it is missing, its sources or build files changed, or
@@ -40,8 +46,10 @@ build: setup
 
 test: test-python test-cpp
 
+# -P: the checkout is not put on sys.path, so its kernels/ folder (installed as semiearth.kernels)
+# does not shadow the `kernels` package that transformers imports.
 test-python: build
-	TRITON_INTERPRET=1 $(PY) -m pytest -q tests bench
+	SEMIEARTH_OTHER_TRITON=$(OTHER_TRITON_DIR) TRITON_INTERPRET=1 $(PY) -P -m pytest -q tests bench
 
 test-cpp: setup
 	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \

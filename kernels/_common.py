@@ -112,7 +112,7 @@ def tile_config(h: int, w: int, cell: int, gpu: bool) -> TileConfig:
     rows = max(1, min(target_px // block_w, npow2(min(cell, h))))
     hc = -(-h // cell)
     cell_rows_per_prog = 1 if gpu else max(1, min(hc, (16 * rows) // min(cell, h)))
-    num_warps = 4
+    num_warps = max(1, min(4, rows * block_w // 64))  # 4 warps, fewer for tiles under 256 pixels
     return TileConfig(rows, block_w, npow2(cells_per_prog), cells_per_prog, cell_rows_per_prog, num_warps)
 
 

@@ -188,6 +188,9 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: under the interpreter triton.jit builds no compilable kernel")
     result = compile_all(args.arch)
+    import triton
+
+    result["triton"] = triton.__version__
     result["over_budget"] = over_budget(result["usage"])
     print(json.dumps(result, indent=1))
     return 1 if result["failures"] or result["over_budget"] else 0

@@ -38,7 +38,8 @@ class DeferredChecks:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        counts = torch.stack([c.to(pending[0][0].device) for c, _ in pending]).tolist()
+        device = pending[0][0].device
+        counts = torch.stack([c if c.device == device else c.to(device) for c, _ in pending]).tolist()
         for (_, error), count in zip(pending, counts, strict=True):
             if count:
                 raise error(count)

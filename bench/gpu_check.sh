@@ -3,7 +3,8 @@
 # with the Python that has a CUDA torch (PYTHON=python3 by default, not a venv) in under 8 minutes:
 #   1. build semiearth._C with its CUDA kernels (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST, MAX_JOBS);
 #   2. run the GPU tests (Triton and CUDA backends against the references);
-#   3. bench/purify_throughput.py (kernels beside their floors, VLM-PP end to end);
+#   3. bench/kernel_budgets.py (ptxas registers/spills with this machine's Triton) and
+#      bench/purify_throughput.py (kernels beside their floors, VLM-PP end to end);
 #   4. 40 training iterations of configs/potsdam_dinov2.yaml (DINOv2-S + DPT, random weights) on
 #      synthetic 518 px scenes, without VLM-PP and with it (OpenCLIP ViT-B/16, random weights, 16
 #      regions per image), stage times from metrics.jsonl;
@@ -47,6 +48,7 @@ step build env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" 
 step gpu_tests $PYTHON -m pytest -q -p no:cacheprovider -k "triton or cuda or gpu" --junitxml="$OUT/gpu_tests.xml" \
     tests/test_purify_stats.py tests/test_purify_apply.py tests/test_crop_batch.py tests/test_triton_kernels.py \
     tests/test_purify_purifier.py tests/test_bad_input.py
+step kernel_budgets $PYTHON bench/kernel_budgets.py --arch 90 --json "$OUT/kernel_budgets.json"
 step throughput $PYTHON bench/purify_throughput.py --json "$OUT/throughput.json"
 
 TRAIN=(-m semiearth.cli.train --config configs/potsdam_dinov2.yaml --overwrite

@@ -18,6 +18,7 @@ import tempfile
 # The numerics of every run: set before torch is imported (a subprocess sets them in its env).
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT",
               "OMP_NUM_THREADS": "1"}  # fmt: skip
+# Frozen with the recording: not helpers.TINY_RUN, whose later edits must not move the reference.
 OVERRIDES = [
     "data.crop_size=32",
     "data.options={size: 40, labeled: 4, unlabeled: 12, val: 3, test: 3}",

@@ -3,7 +3,10 @@
 `load_config(path, overrides)` reads a YAML file with `yaml.safe_load`, applies `--set a.b=value`
 overrides (values parsed as YAML, so `--set train.lr=0.01`, `--set data.mean=[0.5,0.5,0.5]`,
 `--set purify=none`) and builds a `Config`. Unknown keys and values of the wrong type are a
-`ConfigError` that names the key and the allowed keys (or the expected type).
+`ConfigError` that names the key and the allowed keys (or the expected type); broken YAML (in the
+file or in a `--set` value), a config path that is a folder or not UTF-8 text are one-line
+`ConfigError`s with the file, line and column. A float key also takes a string that `float()` reads
+(`5e-6`, which YAML 1.1 leaves a string).
 
 Sections: `data` (DataConfig, the dataset contract in docs/data_contract.md), `model`, `train`,
 `purify` (VLM-PP; `purify: none` is shorthand for `purify: {method: none}`), `eval`, and top-level
@@ -13,6 +16,8 @@ Sections: `data` (DataConfig, the dataset contract in docs/data_contract.md), `m
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +44,9 @@ class DataConfig:
     num_classes: int = 6
     class_names: list[str] = field(default_factory=lambda: list(POTSDAM_CLASSES))
     ignore_index: int = 255
+    # ignore_index inside [0, num_classes) silently removes that class from training and scoring, so it
+    # is a config error unless this is set (the class is then meant to be ignored)
+    allow_ignore_in_classes: bool = False
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     crop_size: int = 64  # training crop (px); the demo's CPU scale, real datasets' configs use 512
@@ -193,6 +201,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected int, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-6 (no dot) as a string; float() reads it
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected float, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite float, got {value!r}")
+            return number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected float, got {value!r}")
         return float(value)
@@ -236,6 +252,21 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(
                 f"{_join(prefix, 'class_names')}: {len(obj.class_names)} names for num_classes={obj.num_classes}"
             )
+        bad_std = [v for v in obj.std if not (math.isfinite(v) and v > 0)]
+        if bad_std or not all(math.isfinite(v) for v in obj.mean):
+            key, values = ("std", obj.std) if bad_std else ("mean", obj.mean)
+            raise ConfigError(
+                f"{_join(prefix, key)}: images are normalised as (x - mean) / std, so every std must be a finite "
+                f"number > 0 and every mean finite, got {values}; use the dataset's statistics (summary.json of "
+                "semiearth-prepare) or the ImageNet ones"
+            )
+        if 0 <= obj.ignore_index < obj.num_classes and not obj.allow_ignore_in_classes:
+            raise ConfigError(
+                f"{_join(prefix, 'ignore_index')}: {obj.ignore_index} is a class id (num_classes={obj.num_classes}: "
+                f"ids 0..{obj.num_classes - 1}), so class {obj.ignore_index} would never be trained or scored; "
+                f"prepared masks mark ignore with 255 (the default); set {_join(prefix, 'allow_ignore_in_classes')}: "
+                "true if that class is meant to be ignored"
+            )
         bad = [k for k in obj.splits if k not in ("labeled", "unlabeled", "val", "test")]
         if bad:
             raise ConfigError(
@@ -246,16 +277,25 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
         if len(obj.scale_range) != 2:
             raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
+    if isinstance(obj, EvalConfig) and obj.mode == "slide" and obj.stride > obj.window:
+        raise ConfigError(
+            f"{_join(prefix, 'stride')}: {obj.stride} > {_join(prefix, 'window')} {obj.window} with "
+            f"{_join(prefix, 'mode')} slide leaves pixels that no window covers; use a stride <= the window "
+            f"(e.g. {max(1, obj.window * 2 // 3)}, two thirds of it)"
+        )
     if isinstance(obj, TrainConfig):
         obj.method_options = _method_options(obj, prefix)
     if isinstance(obj, Config):
         _resolve_method(obj)
     if isinstance(obj, PurifyConfig):
-        from semiearth.purify.classifiers.registry import check_method  # the registry knows the methods
+        from semiearth.purify.classifiers.registry import check_method, check_options  # the registry knows them
 
         problem = check_method(obj.method)
         if problem:
             raise ConfigError(f"{_join(prefix, 'method')}: {problem}")
+        problem = check_options(obj.method, obj.classifier_options)
+        if problem:
+            raise ConfigError(f"{_join(prefix, 'classifier_options')}: {problem}")
     _check_ranges(obj, prefix)
 
 
@@ -317,8 +357,8 @@ _RANGES: dict[str, dict[str, tuple]] = {
 def _check_ranges(obj: Any, prefix: str) -> None:
     for name, (low, high, *open_low) in _RANGES.get(type(obj).__name__, {}).items():
         value = getattr(obj, name)
-        too_low = value <= low if open_low and open_low[0] else value < low
-        if too_low or (high is not None and value > high):
+        too_low = not (value > low if open_low and open_low[0] else value >= low)  # NaN is never in range
+        if too_low or (high is not None and value > high) or value in (math.inf, -math.inf):
             bound = f"> {low}" if open_low and open_low[0] else f">= {low}"
             allowed = f"{bound} and <= {high}" if high is not None else bound
             raise ConfigError(f"{_join(prefix, name)}: must be {allowed}, got {value!r}")
@@ -334,6 +374,22 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: 'line L, column C: what is wrong' (yaml's own text spans lines)."""
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"position {err.position}: {err.reason} (character {err.character!r})"
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if not problem:
+        return " ".join(str(err).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
+    if context:
+        text += f" ({context}" + (
+            f" that starts at line {start.line + 1}, column {start.column + 1})" if start else ")"
+        )
+    return text
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `a.b=value` overrides to a raw config mapping (value parsed as YAML)."""
     for item in overrides or []:
@@ -341,7 +397,15 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=0.01")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: expected key=value with a dotted key, e.g. train.lr=0.01")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set {item}: the value is not valid YAML ({yaml_problem(err)}); quote strings with special "
+                "characters and close brackets, e.g. --set 'data.mean=[0.5, 0.5, 0.5]'"
+            ) from None
         node = data
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -361,15 +425,35 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     """Read YAML `path` (or defaults when None), apply overrides, and return a typed Config."""
     data: dict = {}
     if path:
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: invalid YAML: {err}") from err
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     data = apply_overrides(data, overrides or [])
     return config_from_dict(data)
+
+
+def read_yaml(path: str) -> Any:
+    """yaml.safe_load of the file `path` ({} when empty); every problem is one ConfigError line naming it."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a folder, not a config file: give a YAML file, e.g. configs/demo.yaml")
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}): is it a YAML config? "
+            "Save it as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML at {yaml_problem(err)}") from None
 
 
 def save_config(cfg: Config, path: str) -> None:

@@ -75,3 +75,40 @@ def build_classifier(name: str, ctx: ClassifierContext):
     if problem or name == "none":
         raise ValueError(f"purify.method: {problem or 'none builds no classifier'}")
     return classifier_class(name).from_config(ctx)
+
+
+# Arguments that a class's from_config fills in from the config itself (data.class_names, data.num_classes,
+# purify.encoder): classifier_options cannot set them.
+CONFIG_ARGS = ("class_names", "num_classes", "encoder")
+
+
+def option_names(name: str) -> list[str] | None:
+    """The keyword arguments `purify.classifier_options` may give classifier `name` (None: any)."""
+    import inspect
+
+    params = inspect.signature(classifier_class(name).__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "self" and p.name not in CONFIG_ARGS]
+
+
+def check_options(name: str, options: dict) -> str | None:
+    """None when every key of `options` is an argument of classifier `name` (or the name is unknown /
+    'none': check_method reports that), else which key is wrong and the allowed ones."""
+    if name == "none" or name not in CLASSIFIERS or not options:
+        return None
+    allowed = option_names(name)
+    if allowed is None:
+        return None
+    for key in options:
+        if key in CONFIG_ARGS:
+            where = "purify.encoder" if key == "encoder" else f"data.{key}"
+            return f"{key!r} comes from {where}, not from classifier_options"
+        if key not in allowed:
+            import difflib
+
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            return f"unknown option {key!r} of purify.method {name}; {hint}allowed: {', '.join(allowed)}"
+    return None

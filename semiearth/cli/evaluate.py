@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from semiearth.cli import WEIGHTS_HELP
+from semiearth.cli import WEIGHTS_HELP, check_output_file, cli_main, describe
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,8 +33,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_main("semiearth-eval", io_code=2, data_code=2, out_option="--json")
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")  # before the evaluation, not after it (cli_main words it)
     import torch
 
     from semiearth.config import ConfigError, apply_overrides, config_from_dict, load_config
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
             ckpt, args.weights, args.checkpoint, lambda: build_model(cfg.model, cfg.data.num_classes)
         )
     except (CheckpointError, ConfigError, FileNotFoundError) as err:
-        print(f"semiearth-eval: {err}", file=sys.stderr)
+        print(f"semiearth-eval: {describe(err)}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -73,11 +77,12 @@ def main(argv=None) -> int:
         dataset = build_dataset(cfg.data, args.split)
         metrics = evaluate(model, dataset, cfg.data, cfg.eval, device)
     except (DataError, LabelError, FileNotFoundError) as err:
-        print(f"semiearth-eval: data error: {err}", file=sys.stderr)
+        print(f"semiearth-eval: data error: {describe(err)}", file=sys.stderr)
         return 2
     print(f"{args.checkpoint} on {cfg.data.name}/{args.split} ({len(dataset)} images, {cfg.eval.mode}):")
     print(format_table({args.split: metrics}, cfg.data.class_names))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(metrics, f, indent=1)
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semiearth.cli import WEIGHTS_HELP
+from semiearth.cli import WEIGHTS_HELP, OutputError, check_output_dir, cli_main, describe
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
 from semiearth.data.io import IMAGE_EXTS, DataError, is_geotiff, read_raster, to_rgb_float, write_geotiff, write_rgb_png
 
@@ -242,11 +242,13 @@ def check_args(args) -> None:
         raise PredictError(f"--out {args.out} is a file; name a folder (it is created if missing)")
 
 
+@cli_main("semiearth-predict", io_code=1, data_code=1)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
-    except PredictError as e:
+        check_output_dir(args.out)  # read-only, under a file: before the work, not after it
+    except (PredictError, OutputError) as e:
         print(f"semiearth-predict: error: {e}", file=sys.stderr)
         return 2
     try:
@@ -259,7 +261,7 @@ def main(argv=None) -> int:
             model, cfg, inputs, args.out, window, args.overlap, args.batch_size, not args.no_progress
         )
     except (PredictError, DataError, FileNotFoundError, RuntimeError) as e:
-        print(f"semiearth-predict: error: {e}", file=sys.stderr)
+        print(f"semiearth-predict: error: {describe(e, args.out)}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} prediction(s) to {args.out}")
     return 0

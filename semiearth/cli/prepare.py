@@ -13,8 +13,10 @@ See semiearth/data/prepare.py for what is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from semiearth.cli import check_output_dir, cli_main, describe, printable
 from semiearth.data.classes import LabelError
 from semiearth.data.io import DataError
 from semiearth.data.prepare import DEFAULT_RATIOS, check_splits, config_hint, prepare
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main("semiearth-prepare", io_code=1, data_code=1, config_code=1)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -84,6 +87,9 @@ def main(argv=None) -> int:
         if not args.src:
             print("semiearth-prepare: error: --src is required", file=sys.stderr)
             return 2
+        check_output_dir(args.out)  # before the work; the tiles go to a sibling folder first, then renamed
+        if os.path.isdir(args.out):
+            check_output_dir(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}: its parent folder")
         ratios = [r for r in args.ratios.split(",") if r.strip()]
         summary = prepare(
             args.dataset,
@@ -102,12 +108,13 @@ def main(argv=None) -> int:
             value_scale=args.value_scale,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            log=lambda text: print(printable(text)),
         )
         tags = [k.split("/")[0] for k in summary["splits"] if k.endswith("/labeled")]
-        print(config_hint(args.dataset, args.out, tags))
+        print(printable(config_hint(args.dataset, args.out, tags)))
         return 0
     except (DataError, LabelError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"semiearth-prepare: error: {e}", file=sys.stderr)
+        print(f"semiearth-prepare: error: {printable(describe(e, args.out))}", file=sys.stderr)
         return 1
 
 

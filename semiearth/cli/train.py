@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 
+from semiearth.cli import OutputError, check_output_dir, cli_main, describe
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -44,6 +46,7 @@ def _latest_checkpoint(out_dir: str) -> str | None:
     return None
 
 
+@cli_main("semiearth-train", io_code=1, data_code=4)
 def main(argv=None) -> int:
     args = parse_args(argv)
     from semiearth.config import ConfigError, load_config
@@ -56,8 +59,12 @@ def main(argv=None) -> int:
         overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
         cfg = load_config(args.config, overrides)
         check_data_config(cfg.data)
+        check_output_dir(cfg.out_dir, "--out" if args.out else "out_dir")  # a file, read-only: before any work
     except (ConfigError, FileNotFoundError) as err:
         print(f"semiearth-train: config error ({args.config}): {err}", file=sys.stderr)
+        return 2
+    except OutputError as err:
+        print(f"semiearth-train: error: {err}", file=sys.stderr)
         return 2
     from semiearth.train import distributed as D
     from semiearth.train import run
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
         print(f"semiearth-train: {err}", file=sys.stderr)
         return 3
     except (DataError, LabelError, FileNotFoundError) as err:
-        print(f"semiearth-train: data error: {err}", file=sys.stderr)
+        print(f"semiearth-train: data error: {describe(err)}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         latest = _latest_checkpoint(cfg.out_dir)

@@ -31,6 +31,8 @@ Same arguments and seed -> byte-identical lists.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -99,6 +101,57 @@ def _ratio_tag_text(text) -> str:
     return ratio_tag(parse_ratio(text))
 
 
+def safe_name(name: str) -> str:
+    """`name` usable as a tile file name in split lists (whitespace-separated, UTF-8): whitespace,
+    control characters, bytes that are not UTF-8 (surrogate escapes of os.listdir) and '%' are
+    written as %XX of their bytes, so distinct scene names stay distinct ('a b' -> 'a%20b')."""
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a raw byte of a file name that is not UTF-8
+            out.append(f"%{code - 0xDC00:02X}")
+        elif ch == "%" or ch.isspace() or not ch.isprintable() or 0xD800 <= code <= 0xDFFF:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text) -> str:
+    """A path (or any text) that prints anywhere: bytes of a file name that are not UTF-8 as \\xNN."""
+    text = os.fspath(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@contextlib.contextmanager
+def readable_path(path: str | None):
+    """`path`, or for a GeoTIFF whose name is not UTF-8 (GDAL takes only UTF-8 names) a UTF-8 symlink
+    to it; errors raised while it is in use name `path`, not the link."""
+    if path is None or _utf8(path) or not is_geotiff(path):
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="semiearth-link-")
+    link = os.path.join(folder, "source" + os.path.splitext(path)[1])
+    try:
+        os.symlink(os.path.abspath(path), link)
+        yield link
+    except (DataError, LabelError) as err:
+        raise type(err)(str(err).replace(link, shown(path))) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Start offsets covering [0, length) with windows of ``tile`` every ``stride``; the last window
     is aligned with the end. A length <= tile gives one window [0, length)."""
@@ -143,7 +196,10 @@ def find_scenes(dataset: str, src: str, **kw) -> list[Scene]:
 def check_same_bands(scenes: list[Scene]) -> None:
     """All scene images must give the same number of bands (read from headers, before any work):
     a grayscale scene among RGB ones would make tiles of another kind without a word."""
-    bands = {s.image: image_bands(s.image) for s in scenes}
+    bands = {}
+    for s in scenes:
+        with readable_path(s.image) as path:
+            bands[s.image] = image_bands(path)
     counts = Counter(b for b in bands.values() if b is not None)
     if len(counts) <= 1:
         return
@@ -151,7 +207,7 @@ def check_same_bands(scenes: list[Scene]) -> None:
     odd = sorted(p for p, b in bands.items() if b is not None and b != usual)
     raise DataError(
         f"{len(odd)} of {len(scenes)} scene image(s) have another number of bands than the other scenes' {usual}, "
-        f"e.g. {odd[0]} ({bands[odd[0]]} band(s)): convert them (e.g. grayscale to RGB) or leave them out"
+        f"e.g. {shown(odd[0])} ({bands[odd[0]]} band(s)): convert them (e.g. grayscale to RGB) or leave them out"
     )
 
 
@@ -431,12 +487,15 @@ def read_scene(scene: Scene, *, plan: Plan):
 
     The mask matches the image's size, holds no value outside 0..C-1 but ignore, and is ignore
     where the image has no data."""
-    raster = read_raster(scene.image)
+    with readable_path(scene.image) as path:
+        raster = read_raster(path)
+    raster = check_finite(raster, scene.image)
     h, w = raster.shape
     if scene.label is None:
         return raster, None, {}
     palette = plan.palette if plan.check_palette else None
-    mask, unknown = convert_label(scene, plan.on_unknown, palette, plan.dataset)
+    with readable_path(scene.label) as path:
+        mask, unknown = convert_label(dataclasses.replace(scene, label=path), plan.on_unknown, palette, plan.dataset)
     if mask.shape != (h, w):
         raise DataError(
             f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"
@@ -452,6 +511,28 @@ def read_scene(scene: Scene, *, plan: Plan):
         mask = mask.copy()
         mask[~raster.valid] = IGNORE_INDEX
     return raster, mask, {str(k): v for k, v in unknown.items()}
+
+
+def check_finite(raster, path: str):
+    """`raster` with its NaN/inf pixels marked invalid (no-data, so ignore in the mask) where the file
+    declares a nodata value; a DataError naming the file where it does not (NaN pixels would make
+    the image statistics NaN and train at nan)."""
+    if raster.data.dtype.kind not in "fc":
+        return raster
+    bad = ~np.isfinite(raster.data).all(axis=0)
+    if raster.valid is not None:
+        bad &= raster.valid
+    if not bad.any():
+        return raster
+    if raster.nodata is None:
+        y, x = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(
+            f"{shown(path)}: {int(bad.sum())} pixel(s) of this {raster.data.dtype} image hold NaN or inf values "
+            f"(e.g. row {y}, column {x}) and the file declares no nodata value to mark them; set one (e.g. "
+            "`gdal_edit.py -a_nodata nan FILE`: they become ignore) or fill them"
+        )
+    valid = ~bad if raster.valid is None else raster.valid & ~bad
+    return dataclasses.replace(raster, valid=valid)
 
 
 def report_unknown(unknown_report: dict, *, plan: Plan, log) -> None:
@@ -500,7 +581,7 @@ def cut_tiles(scene: Scene, raster, mask, *, out: str, plan: Plan) -> list[Tile]
     for y0 in tile_starts(h, plan.tile, plan.stride):
         for x0 in tile_starts(w, plan.tile, plan.stride):
             y1, x1 = min(y0 + plan.tile, h), min(x0 + plan.tile, w)
-            name = f"{scene.name}_{x0}_{y0}_{x1}_{y1}"
+            name = f"{safe_name(scene.name)}_{x0}_{y0}_{x1}_{y1}"
             data = raster.data[:, y0:y1, x0:x1]
             img_rel = f"images/{name}{ext}"
             if ext == ".tif":

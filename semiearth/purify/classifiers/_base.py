@@ -16,9 +16,84 @@ are class probabilities (non-negative, summing to 1), with attributes:
   it from the config; the classifier is named by `purify.method` through registry.CLASSIFIERS.
 """
 
+import json
+import os
+import re
+import struct
+
 import torch
 
+from semiearth.config import ConfigError
 from semiearth.ops._checks import require_zero
+
+
+class ClassifierError(ConfigError):
+    """A classifier's weight file or option is wrong: the message names the file (or option) and what
+    was expected (a ConfigError: the CLIs print it as one line)."""
+
+
+TORCH_EXTS = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def weights_file_problem(path: str) -> str | None:
+    """Why `path` cannot be a weight file (PyTorch zip or pickle, or safetensors), from its first bytes;
+    None when it looks like one. Reads a few bytes only, before anything is built or loaded."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if path.endswith(".safetensors") or head[8:9] == b"{":
+                if len(head) < 9:
+                    return f"it is {size} bytes long, too short for a safetensors file"
+                (n,) = struct.unpack("<Q", head[:8])
+                if head[8:9] != b"{" or n + 8 > size:
+                    return "it is not a safetensors file (its header is not valid)"
+                f.seek(8)
+                try:
+                    json.loads(f.read(min(n, 100_000_000)))
+                except ValueError:
+                    return "it is not a safetensors file (its header is not valid JSON)"
+                return None
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip archive, or a legacy pickle
+        return None
+    sample = head[:40].decode("utf-8", "replace")
+    kind = "a text file" if b"\x00" not in head else "another format"
+    return f"it is not a PyTorch or safetensors weight file but {kind} (it starts with {sample!r})"
+
+
+def load_error(path: str, who: str, expected: str, err: BaseException, arch_hint: str = "") -> ClassifierError:
+    """One line for a weight file that its loader refused: the file, why, and what was expected."""
+    text = str(err)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        why = (
+            f"it holds Python objects{what} besides tensors, which the safe loader (weights_only=True) refuses "
+            "to run; use a checkpoint that holds only tensors"
+        )
+    elif "Error(s) in loading state_dict" in text:
+        missing = re.search(r"Missing key\(s\) in state_dict: ((?:\"[^\"]*\",? ?)+)", text)
+        unexpected = re.search(r"Unexpected key\(s\) in state_dict: ((?:\"[^\"]*\",? ?)+)", text)
+        shape = r"(?:torch\.Size\()?\[[^\]]*\]\)?"
+        size = re.search(rf"size mismatch for ([^:]+): copying a param with shape ({shape}) from checkpoint, "
+                         rf"the shape in current model is ({shape})", text)  # fmt: skip
+        parts = []
+        if size:
+            parts.append(f"{size.group(1)} is {size.group(2)} in the file but {size.group(3)} in the model")
+        for name, m in (("missing", missing), ("unexpected", unexpected)):
+            if m:
+                keys = re.findall(r'"([^"]*)"', m.group(1))
+                parts.append(f"{len(keys)} {name} key(s), e.g. {keys[0]}")
+        why = f"its weights are of another architecture ({'; '.join(parts) or text.splitlines()[0][:200]})"
+        expected += arch_hint
+    else:
+        first = text.strip().splitlines()[0][:200] if text.strip() else ""
+        why = f"it cannot be loaded ({type(err).__name__}{': ' + first if first else ''})"
+    return ClassifierError(f"{who}: weight file {path}: {why}; expected {expected}")
 
 
 def check_crops(name: str, crops, regions, size: int | None = None) -> None:

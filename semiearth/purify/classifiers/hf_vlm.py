@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
-from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.classifiers._base import ClassifierError, check_crops, weights_file_problem
 from semiearth.purify.classifiers.classes import SYNONYMS, resolve_class_names
 from semiearth.purify.classifiers.openclip import _offline_mode, hub_offline
 
@@ -78,6 +78,7 @@ def resolve_model_source(model: str, cache_dir: str | None = None) -> tuple[str,
             raise FileNotFoundError(
                 f"{NAME}: model folder {path} lacks {' and '.join(missing)}. {_fetch_help(DEFAULT_MODEL, path)}"
             )
+        check_model_folder(path)
         return path, True
     if _looks_like_path(str(model)):
         raise FileNotFoundError(f"{NAME}: model folder {path} does not exist. {_fetch_help(DEFAULT_MODEL, path)}")
@@ -91,6 +92,32 @@ def resolve_model_source(model: str, cache_dir: str | None = None) -> tuple[str,
             f"offline. {_fetch_help(model)}"
         )
     return str(model), True
+
+
+def check_model_folder(path: str) -> None:
+    """ClassifierError naming the file when a model folder's config.json is not a transformers config
+    or one of its weight files is not a weight file (read from their first bytes, before transformers)."""
+    import json
+
+    expected = (
+        f"a transformers model folder (config.json with model_type, weights, processor files), e.g. {DEFAULT_MODEL}"
+    )
+    config = os.path.join(path, "config.json")
+    try:
+        with open(config, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (ValueError, OSError) as err:
+        why = f"it is not JSON ({str(err).splitlines()[0][:120]})"
+        raise ClassifierError(f"{NAME}: {config}: {why}; expected {expected}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ClassifierError(
+            f"{NAME}: {config} has no model_type: it is not a transformers config; expected {expected}"
+        )
+    for name in sorted(os.listdir(path)):
+        if name.endswith(WEIGHT_FILES) and os.path.isfile(os.path.join(path, name)):
+            problem = weights_file_problem(os.path.join(path, name))
+            if problem:
+                raise ClassifierError(f"{NAME}: weight file {os.path.join(path, name)}: {problem}; expected {expected}")
 
 
 def _transformers_at_least(version: str) -> bool:
@@ -135,6 +162,12 @@ def load_vlm(
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         fix = _fetch_help(DEFAULT_MODEL, source) if os.path.isdir(source) else _fetch_help(source)
         raise FileNotFoundError(f"{NAME}: cannot load {source} ({first}). {fix}") from err
+    except Exception as err:  # noqa: BLE001 - transformers' many errors on a folder it cannot use, in one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ClassifierError(
+            f"{NAME}: cannot load the model in {source} ({type(err).__name__}{': ' + first if first else ''}); "
+            f"expected a transformers image-text-to-text model (Qwen2-VL / Qwen2.5-VL). {_fetch_help(DEFAULT_MODEL, source)}"
+        ) from None
     if not load_in_4bit:
         net = net.to(device)
     return net.eval(), processor

@@ -32,7 +32,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.classifiers._base import ClassifierError, check_crops, load_error, weights_file_problem
 from semiearth.purify.classifiers.classes import TEMPLATES, prompts_for, resolve_class_names
 
 # (pattern in the file name, open_clip model), most specific first.
@@ -115,7 +115,15 @@ def load_open_clip(model: str, pretrained: str | None, device="cpu", cache_dir: 
             )
         if model in (None, "auto"):
             model = model_for_checkpoint(path)
-        return open_clip.create_model(model, pretrained=path, device=device), model
+        expected = f"an open_clip state dict of {model} (RemoteCLIP, GeoRSCLIP, SkyCLIP or open_clip's own files)"
+        problem = weights_file_problem(path)  # before the model is built
+        if problem:
+            raise ClassifierError(f"OpenClipClassifier: weight file {path}: {problem}; expected {expected}")
+        try:
+            return open_clip.create_model(model, pretrained=path, device=device), model
+        except Exception as err:  # noqa: BLE001 - the loader's errors, worded with the file and what was expected
+            hint = "; if the file is of another architecture, name it with classifier option model (e.g. ViT-B-32)"
+            raise load_error(path, "OpenClipClassifier", expected, err, hint) from None
     if model in (None, "auto"):
         raise ValueError("OpenClipClassifier: model='auto' needs a checkpoint file path as pretrained")
     if str(model).startswith("hf-hub:"):

@@ -139,18 +139,31 @@ def _load_reason(err: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------- save / load
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write `state` (with its digest) to `path` atomically: a temp file in the same folder, fsync,
-    rename, fsync of the folder. A crash leaves the previous file intact (and at worst a `.tmp-*.pth`
-    orphan, which `remove_stale_temporaries` deletes at the next start)."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, write, suffix: str = ".pth") -> None:
+    """Call `write(f)` on a temp file in `path`'s folder, fsync, rename onto `path`, fsync the folder.
+    The file gets the permissions of any file the user creates (0666 minus the umask; mkstemp's own
+    are 0600). A crash leaves the previous file intact (and at worst a `.tmp-*` orphan)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    full = {"format": FORMAT, **state}
-    full["digest"] = digest(full)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".pth", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(full, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -159,6 +172,15 @@ def save_checkpoint(path: str, state: dict) -> None:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write `state` (with its digest) to `path` atomically: a temp file in the same folder, fsync,
+    rename, fsync of the folder. A crash leaves the previous file intact (and at worst a `.tmp-*.pth`
+    orphan, which `remove_stale_temporaries` deletes at the next start)."""
+    full = {"format": FORMAT, **state}
+    full["digest"] = digest(full)
+    atomic_write(path, lambda f: torch.save(full, f))
 
 
 def _fsync_folder(folder: str) -> None:
@@ -176,8 +198,10 @@ def _fsync_folder(folder: str) -> None:
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:
-    """Delete `.tmp-*.pth` files that an interrupted save left in `folder`; returns their paths."""
-    stale = sorted(glob.glob(os.path.join(glob.escape(folder), f"{TMP_PREFIX}*.pth")))
+    """Delete `.tmp-*.pth` / `.tmp-*.yaml` files that an interrupted save left in `folder`; returns their paths."""
+    stale = sorted(
+        p for ext in (".pth", ".yaml") for p in glob.glob(os.path.join(glob.escape(folder), f"{TMP_PREFIX}*{ext}"))
+    )
     for p in stale:
         os.unlink(p)
     return stale

@@ -14,14 +14,12 @@ import time
 from semiearth.config import Config
 from semiearth.eval import format_table
 from semiearth.train import distributed as D
+from semiearth.train.checkpoint import CheckpointError
+from semiearth.train.folder import RunFolderError, RunLockedError, lock_run_folder  # noqa: F401 (re-exported)
 from semiearth.train.trainer import train
 
 RUN_FILES = ("latest.pth", "best.pth", "results.json", "metrics.jsonl", "comparison.txt")  # a run lives here
 RUN_ARTEFACTS = (*RUN_FILES, "results.txt", "purify.jsonl", "config.yaml", "tb", "panels", "supervised", "semi")
-
-
-class RunFolderError(RuntimeError):
-    """The output folder already holds a run and neither --resume nor --overwrite was given."""
 
 
 def existing_run(out_dir: str) -> str | None:
@@ -61,10 +59,24 @@ def prepare_run_folder(out_dir: str, resume: bool, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------- baseline comparison
 def run(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Train cfg and print its final metrics; with compare_baseline, first a supervised-only baseline,
-    then print both. A folder that already holds a run needs resume or overwrite (RunFolderError)."""
-    prepare_run_folder(cfg.out_dir, resume, overwrite)
+    then print both. A folder that already holds a run needs resume or overwrite (RunFolderError);
+    one that another training holds is refused (RunLockedError), whatever the flags."""
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other: give one")
+    if resume and not os.path.isdir(cfg.out_dir):  # checked before the lock creates the folder
+        raise CheckpointError(f"--resume: there is no run to resume in {cfg.out_dir} (no such folder)")
+    lock = lock_run_folder(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        prepare_run_folder(cfg.out_dir, resume, overwrite)
+        return _run(cfg, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: Config, resume: bool) -> dict:
     if not cfg.compare_baseline:
-        result = train(cfg, resume)
+        result = train(cfg, resume, lock=False)  # run() holds the folder's lock
         if D.is_main() and not result.get("interrupted"):
             print_comparison(cfg, {run_name(cfg): result}, "results.txt")
         return result

@@ -4,7 +4,8 @@ The S4 method (semiearth/train/methods/: supervised, fixmatch, mean_teacher, uni
 its networks, targets, loss and optimiser step; VLM-PP reaches every method through the one
 pseudo-label call of its StepContext. This module keeps the data, the loop and its cadences (log,
 records, panels, checkpoints, evaluation, signals); the run folder and the baseline comparison are
-in runs.py, the panels in log.py.
+in runs.py, the panels in log.py, the signs of divergence in divergence.py, what a resumed run may
+change in resume.py.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
-from semiearth.config import Config, config_to_dict, save_config
+from semiearth.config import Config, config_to_dict
 from semiearth.data import build_dataset
 from semiearth.eval import evaluate
 from semiearth.ops._checks import DeferredChecks, deferred_checks
@@ -31,6 +33,7 @@ from semiearth.train import distributed as D
 from semiearth.train.augment import TrainView
 from semiearth.train.checkpoint import (
     CheckpointError,
+    atomic_write,
     check_compatible,
     inference_model,
     load_checkpoint,
@@ -39,10 +42,13 @@ from semiearth.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from semiearth.train.divergence import DivergenceGuard, TrainingDiverged
+from semiearth.train.folder import lock_run_folder
 from semiearth.train.log import RunLogger, write_panels
 from semiearth.train.methods import build_method
 from semiearth.train.methods.base import Method, StepContext, StepResult
 from semiearth.train.purify_hook import build_purifier
+from semiearth.train.resume import SCHEDULE, check_resume_config, describe_changes
 from semiearth.train.sampler import StreamBatchSampler
 
 REDUCED = ("loss", "loss_x", "loss_u", "mask_ratio", "relabelled", "confirmed")  # averaged over ranks
@@ -88,6 +94,8 @@ class TrainState:
     best_miou: float = -1.0
     stop_signal: int = 0
     history: dict = field(default_factory=dict)
+    guard: DivergenceGuard | None = None  # checks the state before every save
+    saves: int = 0  # latest.pth written by this process
 
     @property
     def semi(self) -> bool:
@@ -128,10 +136,13 @@ def state_dict(s: TrainState) -> dict:
     }
 
 
-def resume_from(s: TrainState, path: str) -> None:
-    ckpt = load_checkpoint(path)
+def resume_from(s: TrainState, ckpt: dict, path: str, changed: dict) -> None:
+    """Restore the loop and the method from a loaded checkpoint that `check_resume_config` accepted;
+    a changed lr schedule is applied (`changed`: the config keys that differ from the checkpoint's)."""
     check_compatible(ckpt, s.cfg.model.name, s.cfg.data.num_classes, path, s.method.name)
     s.method.load_state_dict(ckpt, path)
+    if SCHEDULE & set(changed):
+        s.method.apply_schedule()
     s.iteration = int(ckpt["iteration"])
     s.best_miou = float(ckpt["best_miou"])
     rng = ckpt["rng"]
@@ -165,8 +176,22 @@ def make_loader(dataset, cfg: Config, labelled: bool, batch_size: int, s: TrainS
 
 
 def save(s: TrainState, name: str = "latest.pth") -> None:
+    """Write a checkpoint (rank 0), never of a diverged state: NaN/inf anywhere in it stops the run."""
     if D.is_main():
-        save_checkpoint(os.path.join(s.out_dir, name), state_dict(s))
+        state = state_dict(s)
+        if s.guard is not None:
+            s.guard.check_state(state, s.iteration)
+        save_checkpoint(os.path.join(s.out_dir, name), state)
+        if name == "latest.pth":
+            s.saves += 1
+            if s.guard is not None:
+                s.guard.saved_at = s.iteration
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """config.yaml, written atomically (what runs, once a run or a --resume is accepted)."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode()), suffix=".yaml")
 
 
 def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
@@ -193,16 +218,16 @@ class Window:
 
     def __init__(self, device):
         self.device = device
-        self.steps = 0
+        self.steps: list[dict] = []  # per step: iter, loss and the optimiser's signs of divergence
         self.values: defaultdict[str, list] = defaultdict(list)  # key -> per-step tensors or floats
         self.timer = StageTimer(device)  # the loop's stages
         self.purify = StageTimer(device)  # VLM-PP's stages, summed over the purified steps
         self.purified_steps = 0
         self.records: list[tuple[int, list]] = []  # (iteration, [(record table, class names, C)])
 
-    def collect(self, out: StepResult) -> None:
+    def collect(self, out: StepResult, iteration: int = 0, health: dict | None = None) -> None:
         """Keep one step's values (no host-device sync)."""
-        self.steps += 1
+        self.steps.append({"iter": iteration, "loss": out.loss, **(health or {})})
         for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
             self.values[k].append(getattr(out, k))
         if out.purified:  # summed over the step's purifier calls (CPS makes one per student)
@@ -236,79 +261,153 @@ class Window:
             logger.records(iteration, records)
         self.records = []
 
+    def read(self) -> None:
+        """Replace the kept step values (and the signs of divergence) by floats: one device-to-host
+        copy for all that were not read yet."""
+        slots = [(vs, i) for vs in self.values.values() for i, v in enumerate(vs) if isinstance(v, torch.Tensor)]
+        slots += [(rec, k) for rec in self.steps for k, v in rec.items() if isinstance(v, torch.Tensor)]
+        if not slots:
+            return
+        host = torch.stack([c[k].detach().reshape(()).double() for c, k in slots]).tolist()
+        for (c, k), v in zip(slots, host, strict=True):
+            c[k] = v
+
     def row(self, images: int) -> dict:
         """The logging row: means over the window's steps (one device-to-host copy for the step values,
         one wait for the stage times on CUDA)."""
-        tensors = [v for vs in self.values.values() for v in vs if isinstance(v, torch.Tensor)]
-        host = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist() if tensors else [])
-        row = {}
-        for k, vs in self.values.items():
-            if vs:
-                vs = [next(host) if isinstance(v, torch.Tensor) else v for v in vs]
-                row[k] = sum(vs) / len(vs)
+        self.read()
+        row = {k: sum(vs) / len(vs) for k, vs in self.values.items() if vs}
         if self.purified_steps:
             row.update({f"purify_{k}": v / self.purified_steps for k, v in self.purify.total.items()})
         totals = self.timer.total
         total = sum(totals.values())
-        row["stage_s"] = {k: v / self.steps for k, v in totals.items()}  # seconds per iteration
+        row["stage_s"] = {k: v / len(self.steps) for k, v in totals.items()}  # seconds per iteration
         row["stage_share"] = {k: v / total for k, v in totals.items()} if total > 0 else {}
         row["images_per_s"] = images / total if total > 0 else 0.0
         return row
 
 
 # ----------------------------------------------------------------------------- the run
-def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
-    """Train one run into cfg.out_dir; returns {'val': metrics, 'test': metrics, 'paths': ..., 'interrupted'}."""
+def train(cfg: Config, resume: bool = False, keep_state: bool = False, lock: bool = True) -> dict:
+    """Train one run into cfg.out_dir; returns {'val': metrics, 'test': metrics, 'paths': ..., 'interrupted'}.
+
+    Rank 0 holds the folder's lock (folder.py) for the run, unless the caller holds it (lock=False).
+    With resume, nothing in the folder changes before the checkpoint and the config are accepted."""
     rank, world, device = D.init_distributed()
     set_determinism(cfg)
+    latest = os.path.join(cfg.out_dir, "latest.pth")
+    if resume and not os.path.exists(latest):
+        raise CheckpointError(f"--resume: no checkpoint {latest} to resume from")
+    held = lock_run_folder(cfg.out_dir) if lock and rank == 0 else None
+    try:
+        s, changed, previous_config = _start(cfg, resume, rank, world, device)
+        try:
+            return _train(s, resume, changed, keep_state)
+        except BaseException as err:
+            if rank == 0:
+                _after_failure(s, err, previous_config)
+            raise
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _after_failure(s: TrainState, err: BaseException, previous_config: bytes | None) -> None:
+    """After a run that failed (a divergence, nothing of it saved; or any error): a `diverged` row in
+    metrics.jsonl for a divergence, and, when this process saved no latest.pth, config.yaml back to
+    the config of the latest.pth in the folder (a resume with a changed config had rewritten it)."""
+    try:
+        if isinstance(err, TrainingDiverged):
+            row = {"iter": s.iteration, "time": time.time(), "split": "diverged", "error": str(err)}
+            with open(os.path.join(s.out_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if previous_config is not None and not s.saves:
+            atomic_write(os.path.join(s.out_dir, "config.yaml"), lambda f: f.write(previous_config), suffix=".yaml")
+    except OSError:  # the error being raised says more (a full disk, ...)
+        pass
+
+
+def _start(cfg: Config, resume: bool, rank: int, world: int, device) -> tuple[TrainState, dict, bytes | None]:
+    """The run's state, restored from latest.pth with resume; then (accepted) config.yaml written.
+    Returns (state, the config keys changed from the checkpoint's, the config.yaml it replaced)."""
     out_dir = cfg.out_dir
     main = rank == 0
+    latest = os.path.join(out_dir, "latest.pth")
+    changed: dict = {}
+    if resume:  # a refused checkpoint or config leaves the run folder as it was
+        ckpt = load_checkpoint(latest)
+        changed = check_resume_config(ckpt, cfg, latest)
+    s = build_state(cfg, out_dir, rank, world, device)
+    if resume:
+        resume_from(s, ckpt, latest, changed)
+        del ckpt
+    # accepted: from here on the run folder changes
+    log = print if main else (lambda *a, **k: None)
+    previous = None
     if main:
         os.makedirs(out_dir, exist_ok=True)
         for path in remove_stale_temporaries(out_dir):
             print(f"[semiearth] removed {path}, left by an interrupted save", file=sys.stderr)
-    s = build_state(cfg, out_dir, rank, world, device)
-    latest = os.path.join(out_dir, "latest.pth")
-    if resume:
-        if not os.path.exists(latest):
-            raise CheckpointError(f"--resume: no checkpoint {latest} to resume from")
-        resume_from(s, latest)  # a refused checkpoint leaves the run folder as it was
-    if main:
-        save_config(cfg, os.path.join(out_dir, "config.yaml"))
-    log = print if main else (lambda *a, **k: None)
+        config_path = os.path.join(out_dir, "config.yaml")
+        if resume and os.path.isfile(config_path):
+            with open(config_path, "rb") as f:
+                previous = f.read()
+        save_config(cfg, config_path)
     if resume:
         log(f"[semiearth] resumed {latest} at iteration {s.iteration}")
+        if changed:
+            log(f"[semiearth] --resume: config changed from the checkpoint's, applied from iteration "
+                f"{s.iteration} on (config.yaml records it): {describe_changes(changed)}")  # fmt: skip
+    return s, changed, previous
 
+
+def _train(s: TrainState, resume: bool, changed: dict, keep_state: bool) -> dict:
+    cfg, out_dir, device, world = s.cfg, s.out_dir, s.device, s.world
+    main = s.rank == 0
+    latest = os.path.join(out_dir, "latest.pth")
+    log = print if main else (lambda *a, **k: None)
     labelled = build_dataset(cfg.data, "labeled")
     val_set = build_dataset(cfg.data, "val")
     semi = s.semi
     if semi and cfg.purify.method != "none":
         s.purifier = build_purifier(cfg.purify, cfg.data, labelled, device, log)
     loader_x = make_loader(labelled, cfg, True, cfg.train.batch_size, s)
-    loader_u = (
-        make_loader(build_dataset(cfg.data, "unlabeled"), cfg, False, cfg.train.unlabeled_batch_size, s)
-        if semi
-        else None
+    unlabelled = build_dataset(cfg.data, "unlabeled") if semi else None
+    loader_u = make_loader(unlabelled, cfg, False, cfg.train.unlabeled_batch_size, s) if semi else None
+    loaders = [("labeled", labelled, loader_x), ("unlabeled", unlabelled, loader_u)]
+    inputs = [(n, d, loader.batch_sampler) for n, d, loader in loaders if hasattr(loader, "batch_sampler")]
+    params = {f"weights.{k}.{n}": p for k, m in s.method.students.items() for n, p in m.named_parameters()}
+    s.guard = DivergenceGuard(
+        cfg, device, s.method.scaler.is_enabled(), inputs, params, s.iteration if resume else None
     )
 
     logger = RunLogger(out_dir, cfg.train.iters, s.iteration, enabled=main, desc=cfg.train.method)
+    if resume:
+        logger.log(s.iteration, {"resumed": latest, "changed": {k: [a, b] for k, (a, b) in changed.items()}}, "resume")
     previous = {sig: signal.signal(sig, StopRequest(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
     window = Window(device)
     last_panel = s.iteration
     images_per_iter = (cfg.train.batch_size + cfg.train.unlabeled_batch_size) * world
     s.method.train()
     # The value checks of the ops and of VLM-PP (NaN logits, bad class probabilities, a batch without
-    # the oracle's ground truth) are read at the logging steps and before every save, not every step.
+    # the oracle's ground truth) and the signs of divergence (NaN/inf loss or gradients) are read at
+    # the logging steps and before every save or evaluation, not every step.
     checks = DeferredChecks()
+
+    def verify() -> None:
+        checks.raise_if_failed()
+        s.guard.check(window)
+
     try:
         batches = zip(loader_x, loader_u, strict=True) if semi else ((b, None) for b in loader_x)
         t_data = time.perf_counter()
         for batch_x, batch_u in batches:
             window.timer.add("data", time.perf_counter() - t_data)
+            s.method.step_health = {}
             with deferred_checks(checks):
                 out = train_step(s, batch_x, batch_u, window.timer)
             s.iteration += 1
-            window.collect(out)
+            window.collect(out, s.iteration, getattr(s.method, "step_health", None))
             logger.step(1)
             if main and out.purified:
                 if (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:
@@ -317,8 +416,8 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                     write_panels(s.out_dir, s.iteration, out.purified[0], cfg)  # first purified batch of a period
                     last_panel = s.iteration
             if s.iteration % cfg.train.log_every == 0 or s.iteration == cfg.train.iters:
-                checks.raise_if_failed()
-                row = window.row(images_per_iter * window.steps)
+                verify()
+                row = window.row(images_per_iter * len(window.steps))
                 row.update(D.all_reduce_mean({k: row[k] for k in REDUCED if k in row}, device))
                 row["lr"] = s.method.optimizer.param_groups[0]["lr"]
                 logger.step(0, loss=row["loss"], mask=row["mask_ratio"])  # the window's means
@@ -326,13 +425,13 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 window.flush_records(logger)
                 window = Window(device)
             if cfg.train.ckpt_every and s.iteration % cfg.train.ckpt_every == 0:
-                checks.raise_if_failed()
+                verify()
                 save(s)
             if cfg.train.eval_every and s.iteration % cfg.train.eval_every == 0 and s.iteration < cfg.train.iters:
-                checks.raise_if_failed()
+                verify()
                 validate(s, val_set, logger)
             if D.any_rank(bool(s.stop_signal), device):
-                checks.raise_if_failed()
+                verify()
                 window.flush_records(logger)
                 save(s)
                 if main:
@@ -341,7 +440,7 @@ def train(cfg: Config, resume: bool = False, keep_state: bool = False) -> dict:
                 num = s.stop_signal or signal.SIGTERM  # a rank stopped by another rank's signal
                 return {"interrupted": True, "signal": int(num), "iteration": s.iteration, "paths": {"latest": latest}}
             t_data = time.perf_counter()
-        checks.raise_if_failed()
+        verify()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

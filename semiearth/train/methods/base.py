@@ -104,6 +104,24 @@ def poly_lambda(cfg):
     return factor
 
 
+def grad_norm(modules) -> torch.Tensor | None:
+    """The norm of all gradients of `modules` (a 0-d device tensor; NaN/inf when any is), no sync."""
+    grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def scaler_overflow(scaler, optimizer) -> torch.Tensor | None:
+    """1 (a device tensor) when the grad scaler found inf/NaN gradients and skipped this step; read
+    between `scaler.step` and `scaler.update`, which forgets it."""
+    state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer), {})
+    found = list(state.get("found_inf_per_device", {}).values())
+    if not found:
+        return None
+    return found[0].reshape(()) if len(found) == 1 else torch.stack([f.reshape(()) for f in found]).sum()
+
+
 def to_device(batch: dict, device) -> dict:
     """The batch's tensors on `device` (names and other values unchanged), copied asynchronously:
     the trainer's loader pins its batches in memory when training on CUDA."""
@@ -145,6 +163,7 @@ class Method:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg))
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.train.amp == "fp16")
         self.ddp = {name: self._wrap(m) for name, m in self.students.items()}
+        self.step_health: dict[str, torch.Tensor] = {}  # the last optimiser step's signs of divergence
         if cfg.train.amp == "fp16" and device.type != "cuda" and rank == 0:
             print("[semiearth] WARNING train.amp fp16 needs CUDA (its gradient scaler): this CPU run is float32; "
                   "use train.amp: bf16 for mixed precision on the CPU", file=sys.stderr)  # fmt: skip
@@ -203,13 +222,25 @@ class Method:
         self.scaler.scale(loss).backward()
 
     def optimiser_step(self, iteration: int) -> None:
-        """Optional gradient clipping (per student), the AdamW step, the lr schedule, the EMA teachers."""
+        """Optional gradient clipping (per student), the AdamW step, the lr schedule, the EMA teachers.
+
+        Leaves the step's signs of divergence in `step_health` (device tensors, read by the trainer
+        at its logging steps): `grad_norm` (the clipping norm, else the norm of all gradients) and,
+        under fp16's grad scaler, `overflow` (1 when the scaler skipped this step)."""
+        health = {}
         if self.cfg.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            for m in self.ddp.values():
-                torch.nn.utils.clip_grad_norm_(m.parameters(), self.cfg.train.grad_clip)
+            norms = [
+                torch.nn.utils.clip_grad_norm_(m.parameters(), self.cfg.train.grad_clip) for m in self.ddp.values()
+            ]
+            health["grad_norm"] = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+        elif not self.scaler.is_enabled():
+            health["grad_norm"] = grad_norm(self.students.values())
         self.scaler.step(self.optimizer)
+        if self.scaler.is_enabled():
+            health["overflow"] = scaler_overflow(self.scaler, self.optimizer)
         self.scaler.update()
+        self.step_health = {k: v for k, v in health.items() if v is not None}
         self.scheduler.step()
         momentum = ema_momentum(iteration, self.cfg.train.ema_momentum)
         for name, src in self.TEACHERS.items():
@@ -237,6 +268,21 @@ class Method:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # empty when written without fp16 (train.amp changed): a fresh scaler
+                self.scaler.load_state_dict(state["scaler"])
         except (ValueError, KeyError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint {path}: optimiser state does not match this run: {err}") from err
+
+    def apply_schedule(self) -> None:
+        """After loading a checkpoint written under another lr schedule (train.lr, head_lr_mult,
+        weight_decay, poly_power, warmup_iters, iters): this config's base learning rates and weight
+        decay in every parameter group and the scheduler, and the lr of the current iteration under
+        this config's schedule, so that the rest of the run follows the schedule config.yaml records."""
+        fresh = [g for m in self.students.values() for g in param_groups(m, self.cfg)]
+        factor = poly_lambda(self.cfg)(self.scheduler.last_epoch)
+        for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
+            group["initial_lr"] = new["lr"]
+            group["lr"] = new["lr"] * factor
+            group["weight_decay"] = self.cfg.train.weight_decay
+        self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]

@@ -170,6 +170,33 @@ def test_fp16_overflow_skips_stop_the_run_after_20_in_a_row():
         plain.check(FakeWindow([{"iter": 3, "loss": 1.0, "grad_norm": float("inf")}]))
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # skipped steps
+def test_fp16_overflows_stop_a_training_at_the_20th_in_a_row(tmp_path, monkeypatch):
+    """The trainer's side of the fp16 rule, on the CPU: a grad scaler (CPU) whose every step overflows."""
+    from semiearth.train import train
+    from semiearth.train import trainer as T
+    from semiearth.train.divergence import TrainingDiverged
+    from semiearth.train.methods.base import Method
+
+    build, backward = T.build_method, Method.backward
+
+    def scaled_method(*a):
+        method = build(*a)
+        method.scaler = torch.amp.GradScaler("cpu")  # what train.amp: fp16 gives on CUDA
+        return method
+
+    monkeypatch.setattr(T, "build_method", scaled_method)
+    monkeypatch.setattr(Method, "backward", lambda self, loss: backward(self, loss * float("inf")))
+    out = tmp_path / "R"
+    cfg = load_config("configs/demo.yaml", [*TINY, "train.iters=30", "train.log_every=25", "train.ckpt_every=10"])
+    cfg.out_dir = str(out)
+    with pytest.raises(
+        TrainingDiverged, match=r"20 fp16 gradient overflows in a row \(iterations 1-20.*latest\.pth \(iteration 10\)"
+    ):
+        train(cfg)
+    assert load_checkpoint(str(out / "latest.pth"))["iteration"] == 10  # 10 skips were no divergence yet
+
+
 # ----------------------------------------------------------------------------- 2. resume
 def test_a_refused_resume_changes_nothing_and_names_the_key(run_dir, capsys):
     capsys.readouterr()

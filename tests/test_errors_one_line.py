@@ -392,6 +392,17 @@ def test_prepare_out_that_cannot_be_written_is_refused_before_the_work(tmp_path,
     one_line(capsys, "--out", str(out), *words[where])
 
 
+def test_ctrl_c_in_prepare_is_one_line(tmp_path, capsys, monkeypatch):
+    import semiearth.cli.prepare as P
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "prepare", interrupted)
+    assert prepare_main(prepare_argv(source(tmp_path / "src", ["a"]), tmp_path / "out")) == 130
+    one_line(capsys, "semiearth-prepare: interrupted (Ctrl-C)")
+
+
 def test_prepare_disk_full_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     import semiearth.data.prepare as P
 

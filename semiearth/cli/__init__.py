@@ -10,7 +10,7 @@ checks is still one line on stderr naming the problem and the fix, never a trace
 * errors raised inside DataLoader worker processes, which torch re-raises as "Caught LabelError in
   DataLoader worker process 0. Original Traceback ...": unwrapped to the original message (which
   names the file) by :func:`describe`, which the tools' own handlers print too;
-* ConfigError / DataError / LabelError that reach it.
+* ConfigError / DataError / LabelError that reach it; Ctrl-C (exit 130).
 
 :func:`check_output_dir` and :func:`check_output_file` find an output that cannot be written before
 the work starts.
@@ -157,6 +157,9 @@ def cli_main(prog: str, *, io_code: int = 1, data_code: int = 1, config_code: in
             out = _option(args, out_option) if out_option else None
             try:
                 return main(argv)
+            except KeyboardInterrupt:  # semiearth-train handles its own (it saves a checkpoint first)
+                print(f"\n{prog}: interrupted (Ctrl-C)", file=sys.stderr)
+                return 130
             except ConfigError as err:
                 return _fail(prog, f"config error: {describe(err, out)}", config_code)
             except Exception as err:

@@ -10,11 +10,23 @@ For every input image (a file, or every image under a folder, sub-folders kept) 
   and transform (nodata 255, the palette as its colour map);
 * ``<name>_colour.png``: a colour preview (the dataset's palette; no-data black).
 
+``<name>`` is the input's name without its extension; inputs that would write the same file
+(``a.jpg`` and ``a.png``; ``a.tif`` and ``a.png`` share ``a_colour.png``) get their extension into
+it instead: ``a_jpg.png``, ``a_png.png``, ``a_tif.tif``. Files appear only once complete.
+
 Images are read like the training data (``data.bands``, ``data.value_scale``, normalised with
 ``data.mean``/``data.std`` of the checkpoint's config) and segmented by a sliding window
 (``--window``, default ``eval.window`` of the config; ``--overlap`` share, default 0.25) whose
 softmax outputs are averaged where windows overlap. Images smaller than the window are padded.
-Windows are processed in row strips, so memory stays O(window x width), whatever the image height.
+Pixels whose values are not finite (NaN/inf of a float GeoTIFF) are no-data (255) in the output,
+and a line says how many.
+
+Memory does not grow with the image: a GeoTIFF is read through rasterio windows, a batch of
+windows at a time, and the outputs are written in row strips as rows are finished; only the
+running sums of the rows where two rows of windows overlap are kept (classes x <= window x width
+floats). PNG/JPEG inputs are decoded whole as uint8 by Pillow (past its decompression-bomb limit
+with a line stating the memory; convert huge ones to a tiled GeoTIFF, ``gdal_translate -co
+TILED=YES``), never as float copies of the whole.
 
 Checkpoint format: a file written by ``semiearth.train.checkpoint.save_checkpoint`` with
 ``config`` (the resolved config as a dict; the model is rebuilt from ``config.model`` with
@@ -35,7 +47,18 @@ import torch.nn.functional as F
 
 from semiearth.cli import WEIGHTS_HELP, OutputError, check_output_dir, cli_main, describe
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
-from semiearth.data.io import IMAGE_EXTS, DataError, is_geotiff, read_raster, to_rgb_float, write_geotiff, write_rgb_png
+from semiearth.data.io import (
+    IMAGE_EXTS,
+    DataError,
+    ImageReader,
+    StripWriter,
+    check_value_counts,
+    gdal_cache,
+    is_geotiff,
+    rgb_bands,
+    to_rgb_float,
+)
+from semiearth.eval.inference import predict_strips
 
 
 class PredictError(RuntimeError):
@@ -70,53 +93,105 @@ def starts(length: int, window: int, stride: int) -> list[int]:
     return s
 
 
+class TensorSource:
+    """A normalised image [3,h,w] in memory as the window source of ``predict_strips`` (zeros past
+    its edges, as an image smaller than the window is padded)."""
+
+    def __init__(self, image: torch.Tensor, window: int):
+        _, h, w = image.shape
+        self.shape = (int(h), int(w))
+        ph, pw = max(0, window - h), max(0, window - w)
+        self.x = F.pad(image, (0, pw, 0, ph)) if (ph or pw) else image
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        return self.x[:, y0:y1, x0:x1]
+
+
 @torch.no_grad()
 def sliding_predict(
     model, image: torch.Tensor, window: int, stride: int, batch_size: int = 4, multiple: int = 1, progress=None
 ) -> np.ndarray:
-    """Normalised image [3,H,W] -> label [H,W] uint8 by softmax-averaged sliding windows.
-
-    Rows are finished strip by strip: a buffer of ``window`` rows holds the running sums."""
-    from semiearth.eval.inference import predict_whole
-
-    dev = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    """Normalised image [3,H,W] -> label [H,W] uint8 by softmax-averaged sliding windows
+    (:func:`semiearth.eval.inference.predict_strips` over an image in memory)."""
     _, h, w = image.shape
-    ph, pw = max(0, window - h), max(0, window - w)
-    x = F.pad(image, (0, pw, 0, ph)) if (ph or pw) else image
-    H, W = x.shape[-2:]
-    ys, xs = starts(H, window, stride), starts(W, window, stride)
-    out = np.empty((H, W), dtype=np.uint8)
-    buf = cnt = None
-    top = 0
+    out = np.empty((h, w), dtype=np.uint8)
+    for top, rows in predict_strips(model, TensorSource(image, window), window, stride, batch_size, multiple, progress):
+        out[top : top + len(rows)] = rows
+    return out
 
-    def flush(upto: int) -> None:
-        nonlocal buf, cnt, top
-        n = upto - top
-        if n <= 0:
-            return
-        out[top:upto] = (buf[:, :n] / cnt[:n]).argmax(0).to(torch.uint8).cpu().numpy()
-        buf = torch.cat([buf[:, n:], torch.zeros_like(buf[:, :n])], 1)
-        cnt = torch.cat([cnt[n:], torch.zeros_like(cnt[:n])], 0)
-        top = upto
 
-    for y in ys:
-        if buf is not None:
-            flush(y)
-        boxes = [(y, xx) for xx in xs]
-        for i in range(0, len(boxes), batch_size):
-            chunk = boxes[i : i + batch_size]
-            batch = torch.stack([x[:, yy : yy + window, xx : xx + window] for yy, xx in chunk]).to(dev)
-            p = predict_whole(model, batch, multiple).float()
-            if buf is None:
-                buf = torch.zeros(p.shape[1], window, W, device=dev)
-                cnt = torch.zeros(window, W, device=dev)
-            for (yy, xx), pi in zip(chunk, p, strict=True):
-                buf[:, yy - top : yy - top + window, xx : xx + window] += pi
-                cnt[yy - top : yy - top + window, xx : xx + window] += 1
-            if progress is not None:
-                progress.update(len(chunk))
-    flush(H)
-    return out[:h, :w]
+class FileSource:
+    """The normalised windows of an image file, read as the training data is read (raw bands ->
+    [0,1] by ``value_scale`` -> (x - mean) / std), a window at a time from an
+    :class:`~semiearth.data.io.ImageReader`; zeros past the edges and for NaN values.
+
+    Opening it reads a non-uint8 file once, a block at a time: values mostly above ``value_scale``
+    are refused as :func:`~semiearth.data.io.check_value_scale` refuses them, and the pixels with
+    non-finite values (NaN/inf) where the file marks data are counted (``nonfinite``); they are
+    no-data in the prediction (:meth:`invalid`)."""
+
+    BLOCK = 1024  # px: the side of the blocks of the value check and of the no-data masks
+
+    def __init__(self, reader, value_scale: float, mean: torch.Tensor, std: torch.Tensor):
+        self.reader, self.value_scale, self.mean, self.std = reader, value_scale, mean, std
+        self.shape = (reader.height, reader.width)
+        rgb_bands(np.empty((reader.count, 0, 0), reader.dtype), reader.path)  # 2 bands: the error now
+        self.floats = reader.dtype.kind in "fc"
+        self.nonfinite = 0
+        if reader.dtype not in (np.uint8, np.bool_):
+            self._scan()
+
+    def _blocks(self, y0: int = 0, y1: int | None = None):
+        h, w = self.shape
+        for r0 in range(y0, h if y1 is None else y1, self.BLOCK):
+            r1 = min(r0 + self.BLOCK, h if y1 is None else y1)
+            for c0 in range(0, w, self.BLOCK):
+                yield r0, r1, c0, min(c0 + self.BLOCK, w)
+
+    def _scan(self) -> None:
+        above = size = 0
+        vmax = None
+        for y0, y1, x0, x1 in self._blocks():
+            data = rgb_bands(self.reader.read(y0, y1, x0, x1), self.reader.path)
+            above += int(np.count_nonzero(data > self.value_scale))
+            size += data.size
+            if self.floats:
+                finite = np.isfinite(data)
+                above -= int(np.count_nonzero(np.isposinf(data)))
+                values = data[finite]
+                bad = ~finite.all(axis=0)
+                valid = self.reader.valid(y0, y1, x0, x1)
+                self.nonfinite += int(np.count_nonzero(bad if valid is None else bad & valid))
+            else:
+                values = data
+            if values.size:
+                vmax = values.max() if vmax is None else max(vmax, values.max())
+        check_value_counts(above, size, vmax, self.reader.dtype, self.value_scale, self.reader.path)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        h, w = self.shape
+        out = torch.zeros(3, y1 - y0, x1 - x0)
+        r1, c1 = min(y1, h), min(x1, w)
+        if r1 > y0 and c1 > x0:
+            raw = self.reader.read(y0, r1, x0, c1)
+            rgb = np.ascontiguousarray(to_rgb_float(raw, self.value_scale, self.reader.path, check_scale=False))
+            out[:, : r1 - y0, : c1 - x0] = (torch.from_numpy(rgb) - self.mean) / self.std
+        return out
+
+    def invalid(self, y0: int, y1: int) -> np.ndarray | None:
+        """bool [y1-y0, w]: rows y0..y1-1 where the file marks no data or values are not finite."""
+        floats = self.floats and self.nonfinite
+        if not (self.reader.has_mask or floats):
+            return None
+        bad = np.zeros((y1 - y0, self.shape[1]), dtype=bool)
+        for r0, r1, c0, c1 in self._blocks(y0, y1):
+            valid = self.reader.valid(r0, r1, c0, c1)
+            if valid is not None:
+                bad[r0 - y0 : r1 - y0, c0:c1] |= ~valid
+            if floats:
+                data = rgb_bands(self.reader.read(r0, r1, c0, c1), self.reader.path)
+                bad[r0 - y0 : r1 - y0, c0:c1] |= ~np.isfinite(data).all(axis=0)
+        return bad
 
 
 def window_and_stride(window: int, overlap: float, multiple: int = 1) -> tuple[int, int]:
@@ -154,6 +229,56 @@ def list_inputs(path: str) -> list[tuple[str, str]]:
     return found
 
 
+def _outputs(path: str, stem: str, out_dir: str) -> tuple[str, str]:
+    base = os.path.join(out_dir, stem)
+    return base + (".tif" if is_geotiff(path) else ".png"), base + "_colour.png"
+
+
+def _clashes(plan: list[tuple[str, str, str]]) -> dict[int, tuple[int, str]]:
+    """{input index: (another input index, the file both would write)}."""
+    owner: dict[str, int] = {}
+    clash: dict[int, tuple[int, str]] = {}
+    for i, (_, index, colour) in enumerate(plan):
+        for f in (index, colour):
+            j = owner.setdefault(os.path.normpath(os.path.abspath(f)), i)
+            if j != i:
+                clash.setdefault(i, (j, f))
+                clash.setdefault(j, (i, f))
+    return clash
+
+
+def output_files(inputs: list[tuple[str, str]], out_dir: str) -> list[tuple[str, str, str]]:
+    """[(input, index file, colour preview)]: ``<stem>.png`` (``<stem>.tif`` for GeoTIFF) and
+    ``<stem>_colour.png``. Inputs whose files would collide (a.jpg and a.png; a.tif and a.png share
+    a_colour.png) get their extension into the name instead: a_jpg.png, a_png.png, a_tif.tif, ...
+    Names that still collide, or an output that would overwrite an input, are a PredictError
+    before any work."""
+    plan = [(p, *_outputs(p, stem, out_dir)) for p, stem in inputs]
+    clash = _clashes(plan)
+    if clash:
+        plan = [
+            (p, *_outputs(p, f"{stem}_{os.path.splitext(p)[1][1:]}" if i in clash else stem, out_dir))
+            for i, (p, stem) in enumerate(inputs)
+        ]
+        clash = _clashes(plan)
+        if clash:
+            i, (j, f) = next(iter(clash.items()))
+            raise PredictError(f"{inputs[i][0]} and {inputs[j][0]} would both be written to {f}: rename one of them")
+    sources = {os.path.realpath(p): p for p, _ in inputs}
+    for p, index, colour in plan:
+        for f in (index, colour):
+            if os.path.realpath(f) in sources:
+                raise PredictError(
+                    f"--out {out_dir}: the prediction of {p} would overwrite the input {sources[os.path.realpath(f)]}; "
+                    "choose another output folder"
+                )
+    return plan
+
+
+WHOLE_IMAGE_PIXELS = 1 << 20  # images up to 1 Mpx are normalised whole; larger ones are read a window at a time
+GDAL_CACHE_MB = 64  # GDAL's block cache while predicting (its default, 5% of the RAM, would hold the raster)
+
+
 def predict_files(
     model,
     cfg,
@@ -164,7 +289,11 @@ def predict_files(
     batch_size: int = 4,
     progress: bool = True,
 ) -> list[str]:
-    """Segment every input; returns the written index files."""
+    """Segment every input; returns the written index files (one per input, see :func:`output_files`).
+
+    Memory does not grow with the image: a GeoTIFF is read a batch of windows at a time (PNG/JPEG:
+    the decoded uint8 image is held, Pillow has no windowed reader) and the outputs are written in
+    row strips as the rows are finished (:func:`semiearth.eval.inference.predict_strips`)."""
     from tqdm import tqdm
 
     data = cfg.data
@@ -173,35 +302,44 @@ def predict_files(
     if batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     palette = [tuple(c) for c in (data.palette or default_palette(data.num_classes))]
+    cmap = {i: (*palette[i], 255) for i in range(min(len(palette), 255))}
+    cmap[IGNORE_INDEX] = (0, 0, 0, 0)
     mean = torch.tensor(data.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32).view(3, 1, 1)
+    plan = output_files(inputs, out_dir)
     written = []
     bar = tqdm(total=0, unit="win", desc="predict", disable=not progress, file=sys.stderr)
-    for path, stem in inputs:
-        raster = read_raster(path, data.bands)
-        rgb = torch.from_numpy(to_rgb_float(raster.data, data.value_scale, path))
-        x = (rgb - mean) / std
-        h, w = raster.shape
-        n = len(starts(max(h, window), window, stride)) * len(starts(max(w, window), window, stride))
-        bar.total += n
-        bar.set_postfix_str(os.path.basename(path))
-        label = sliding_predict(model, x, window, stride, batch_size, multiple, bar)
-        if raster.valid is not None:
-            label[~raster.valid] = IGNORE_INDEX
-        base = os.path.join(out_dir, stem)
-        os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
-        if is_geotiff(path):
-            cmap = {i: (*palette[i], 255) for i in range(min(len(palette), 255))}
-            cmap[IGNORE_INDEX] = (0, 0, 0, 0)
-            target = base + ".tif"
-            write_geotiff(target, label, raster.crs, raster.transform, nodata=IGNORE_INDEX, colormap=cmap)
-        else:
-            from PIL import Image
-
-            target = base + ".png"
-            Image.fromarray(label, mode="L").save(target)
-        write_rgb_png(base + "_colour.png", colourise(label, palette))
-        written.append(target)
+    with gdal_cache(GDAL_CACHE_MB):
+        for path, target, colour in plan:
+            with ImageReader(path, data.bands) as reader:
+                source = FileSource(reader, data.value_scale, mean, std)
+                if source.nonfinite:
+                    bar.write(
+                        f"semiearth-predict: note: {path}: {source.nonfinite} pixel(s) hold NaN or inf values; "
+                        f"they are no-data ({IGNORE_INDEX}) in the prediction",
+                        file=sys.stderr,
+                    )
+                h, w = source.shape
+                bar.total += len(starts(max(h, window), window, stride)) * len(starts(max(w, window), window, stride))
+                bar.set_postfix_str(os.path.basename(path))
+                if h * w <= WHOLE_IMAGE_PIXELS:
+                    strips = [
+                        (0, sliding_predict(model, source.read(0, h, 0, w), window, stride, batch_size, multiple, bar))
+                    ]
+                else:
+                    strips = predict_strips(model, source, window, stride, batch_size, multiple, bar)
+                geo = dict(crs=reader.crs, transform=reader.transform, nodata=IGNORE_INDEX, colormap=cmap)
+                with (
+                    StripWriter(target, h, w, 1, **(geo if is_geotiff(target) else {})) as index,
+                    StripWriter(colour, h, w, 3) as preview,
+                ):
+                    for top, rows in strips:
+                        bad = source.invalid(top, top + len(rows))
+                        if bad is not None:
+                            rows[bad] = IGNORE_INDEX
+                        index.write(top, rows)
+                        preview.write(top, np.moveaxis(colourise(rows, palette), -1, 0))
+            written.append(target)
     bar.close()
     return written
 
@@ -210,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semiearth-predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by semiearth-train")
     p.add_argument("--input", required=True, help="an image file (PNG/JPEG/GeoTIFF) or a folder of them")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: <name>.png (GeoTIFF input: <name>.tif) and <name>_colour.png per input; inputs that "
+        "would write the same file (a.jpg and a.png) get their extension into the name (a_jpg.png, a_png.png)",
+    )
     p.add_argument("--window", type=int, default=None, help="sliding-window size (default: eval.window of the config)")
     p.add_argument(
         "--overlap", type=float, default=0.25, help="overlap share of neighbouring windows, 0..0.9 (default 0.25)"

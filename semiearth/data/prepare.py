@@ -10,7 +10,10 @@ split, write (:func:`read_scene`, :func:`cut_tiles`, :func:`split_tiles`, :func:
    converts the label to train ids through the dataset's stated encoding
    (:mod:`semiearth.data.classes`). Unknown colours / values are reported with their pixel counts
    per file and stop the run, unless ``--on-unknown ignore`` maps them to ignore (still reported).
-   Image no-data (GeoTIFF nodata / mask / alpha) becomes ignore in the mask.
+   Image no-data (GeoTIFF nodata / mask / alpha) becomes ignore in the mask; NaN/inf values of float
+   images are refused naming the file, or are no-data where the file declares no-data. Any file name
+   the OS allows is read (:func:`readable_path`) and tiles get names safe for split lists
+   (:func:`safe_name`).
 2. cuts ``--tile`` x ``--tile`` tiles every ``--stride`` pixels; the last row/column of tiles is
    aligned with the scene's edge so that the tiles cover the scene exactly (scenes smaller than a
    tile stay whole). Images are written losslessly: PNG for PNG/JPEG sources, GeoTIFF (with each
@@ -487,9 +490,8 @@ def read_scene(scene: Scene, *, plan: Plan):
 
     The mask matches the image's size, holds no value outside 0..C-1 but ignore, and is ignore
     where the image has no data."""
-    with readable_path(scene.image) as path:
-        raster = read_raster(path)
-    raster = check_finite(raster, scene.image)
+    with readable_path(scene.image) as path:  # NaN/inf refused naming the file, or no-data where it declares some
+        raster = read_raster(path, nonfinite="refuse")
     h, w = raster.shape
     if scene.label is None:
         return raster, None, {}
@@ -511,28 +513,6 @@ def read_scene(scene: Scene, *, plan: Plan):
         mask = mask.copy()
         mask[~raster.valid] = IGNORE_INDEX
     return raster, mask, {str(k): v for k, v in unknown.items()}
-
-
-def check_finite(raster, path: str):
-    """`raster` with its NaN/inf pixels marked invalid (no-data, so ignore in the mask) where the file
-    declares a nodata value; a DataError naming the file where it does not (NaN pixels would make
-    the image statistics NaN and train at nan)."""
-    if raster.data.dtype.kind not in "fc":
-        return raster
-    bad = ~np.isfinite(raster.data).all(axis=0)
-    if raster.valid is not None:
-        bad &= raster.valid
-    if not bad.any():
-        return raster
-    if raster.nodata is None:
-        y, x = (int(v[0]) for v in np.nonzero(bad))
-        raise DataError(
-            f"{shown(path)}: {int(bad.sum())} pixel(s) of this {raster.data.dtype} image hold NaN or inf values "
-            f"(e.g. row {y}, column {x}) and the file declares no nodata value to mark them; set one (e.g. "
-            "`gdal_edit.py -a_nodata nan FILE`: they become ignore) or fill them"
-        )
-    valid = ~bad if raster.valid is None else raster.valid & ~bad
-    return dataclasses.replace(raster, valid=valid)
 
 
 def report_unknown(unknown_report: dict, *, plan: Plan, log) -> None:

@@ -577,7 +577,7 @@ def cut_tiles(scene: Scene, raster, mask, *, out: str, plan: Plan) -> list[Tile]
             rgb = (
                 to_rgb_float(data, plan.value_scale, scene.image)
                 if data.shape[0] != 2
-                else to_rgb_float(data[:1], plan.value_scale)
+                else to_rgb_float(data[:1], plan.value_scale, scene.image)
             )
             if valid is not None:
                 rgb = rgb[:, valid]

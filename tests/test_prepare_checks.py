@@ -85,3 +85,18 @@ def test_bad_shares_and_strides_are_refused(tmp_path, capsys, extra, words):
     assert main(["loveda", "--src", str(src), "--out", str(tmp_path / "out"), "--no-progress", *extra]) == 1
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o002, 0o775)])
+def test_prepared_folder_follows_the_umask(tmp_path, umask, mode):
+    """The prepared folder is built in a temporary sibling (mkdtemp: 0700) and renamed: it must end
+    with the permissions of any folder the user creates."""
+    import os
+
+    src = flat_source(tmp_path / "src", n=5)
+    old = os.umask(umask)
+    try:
+        assert main(["loveda", "--src", str(src), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "out").st_mode & 0o777 == mode

@@ -69,6 +69,7 @@ from semiearth.data.io import (
     write_raster_png,
 )
 from semiearth.data.registry import class_spec, scene_finder
+from semiearth.files import current_umask
 
 DEFAULT_RATIOS = ("1/100", "5/100", "10/100")
 
@@ -405,6 +406,7 @@ def prepare(
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     out = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-", dir=parent)
+    os.chmod(out, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the prepared folder private
     plan = Plan(
         dataset=dataset, src=src, tile=tile, stride=stride, tags=tags, seed=seed, val_frac=val_frac,
         test_frac=test_frac, on_unknown=on_unknown, label_variant=label_variant, num_classes=num_classes,

@@ -23,6 +23,8 @@ import tempfile
 import numpy as np
 import torch
 
+from semiearth.files import current_umask
+
 FORMAT = "semiearth-checkpoint-v1"
 
 
@@ -139,20 +141,6 @@ def _load_reason(err: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------- save / load
-def current_umask() -> int:
-    """The process's umask, read without changing it where the OS allows (Linux: /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str, write, suffix: str = ".pth") -> None:
     """Call `write(f)` on a temp file in `path`'s folder, fsync, rename onto `path`, fsync the folder.
     The file gets the permissions of any file the user creates (0666 minus the umask; mkstemp's own

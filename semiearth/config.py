@@ -107,6 +107,20 @@ class TrainConfig:
 
 
 @dataclass
+class AbstainConfig:
+    """purify.abstain: wrap the classifier in AbstainingClassifier (semiearth/purify/classifiers/abstain.py),
+    calibrated on the labelled set before training and every purify.calibrate_every iterations."""
+
+    # The break-even region accuracy of rule bayes on the worst tile (README, "How good must the region
+    # classifier be? A noisy oracle": 0.654); a region keeps q where its calibrated accuracy reaches it.
+    min_accuracy: float = 0.65
+    images: int = 0  # labelled images to calibrate on; 0 = those purify.fit_images names (all when 0)
+    # "majority": right = top-1 is the segment's majority class (the break-even curve's unit);
+    # "pixels": the share of the segment's pixels of the top-1 class (stricter on mixed segments).
+    accuracy: Literal["majority", "pixels"] = "majority"
+
+
+@dataclass
 class PurifyConfig:
     """VLM-PP hook. method none disables it; any other value names a classifier of the registry
     (semiearth/purify/classifiers/registry.py) that the trainer can build: prototype, openclip, vlm, ..."""
@@ -126,6 +140,10 @@ class PurifyConfig:
     classifier_options: dict[str, Any] = field(default_factory=dict)  # extra classifier kwargs
     fit_images: int = 0  # labelled images used to fit prototypes; 0 = all
     records_every: int = 1  # write purify.jsonl every k purifications
+    abstain: AbstainConfig | None = None  # null = off; {} = on with the defaults
+    calibrate_every: int = 500  # recalibrate abstention every k iterations (0 = only before training)
+    monitor_every: int = 0  # break-even monitor on a labelled batch every k iterations (0 = off)
+    monitor_images: int = 4  # labelled images per monitor round
 
 
 @dataclass
@@ -348,8 +366,10 @@ _RANGES: dict[str, dict[str, tuple]] = {
     "PurifyConfig": {
         "every": (1, None), "low_thresh": (0, 1), "cell": (1, None), "trust": (0, None), "max_regions": (1, None),
         "context": (0, None, True), "radius": (0, None), "tau": (0, 1, True), "fit_images": (0, None),
-        "records_every": (1, None),
+        "records_every": (1, None), "calibrate_every": (0, None), "monitor_every": (0, None),
+        "monitor_images": (1, None),
     },
+    "AbstainConfig": {"min_accuracy": (0, 1, True), "images": (0, None)},
     "EvalConfig": {"window": (1, None), "stride": (1, None), "batch_size": (1, None)},
 }  # fmt: skip
 

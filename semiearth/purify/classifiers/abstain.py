@@ -13,7 +13,9 @@ classifier that returns uniform rows where it is unsure cannot hurt there. The w
    rarely pure), so "right" counts the fraction of its pixels whose class is the top-1.
    a. temperature: q' = softmax(log q / T), T minimising the cross-entropy against the targets
       (a classifier fitted on pure segments is over-confident on mixed ones);
-   b. P(right | top-1 of q') by isotonic regression (pool-adjacent-violators); `threshold` = the
+   b. P(right | top-1 of q') by isotonic regression (`accuracy="majority"`: right = the top-1 is the
+      segment's majority class, the unit of the noisy oracle's region accuracy and of the
+      break-even curves; "pixels", the default: the share of its pixels of the top-1 class) (pool-adjacent-violators); `threshold` = the
       lowest top-1 probability whose calibrated accuracy reaches `min_accuracy` (the break-even
       region accuracy of bench/purify_quality.py's curves).
 3. call: q' where its top-1 prob >= threshold, exactly 1/C elsewhere.
@@ -57,6 +59,8 @@ class _Recorder:
         self.inner = inner
         for attr in ("input_size", "mean", "std", "num_classes", "class_names"):
             setattr(self, attr, getattr(inner, attr, None))
+        if callable(getattr(inner, "set_gt", None)):  # the oracles read the batch's ground truth
+            self.set_gt = inner.set_gt
         self.stats = self.seg_table = self.q = None
 
     def observe(self, stats, regions, seg_table):
@@ -75,23 +79,32 @@ class AbstainingClassifier:
     `temperature` and `threshold` (top-1 probability) are set by `fit` (or `calibrate`, or by hand);
     before fitting the wrapper abstains everywhere. `calibration`: the isotonic blocks (confidence
     from, to, segments, accuracy).
-    `last_keep` [N] bool: which regions of the latest call kept the inner q.
+    `last_keep` [N] bool: which regions of the latest call kept the inner q; `last_q` [N,C]: the
+    inner q of that call, recalibrated (both on the device, no host copy).
+    `accuracy`: what "right" means in calibration, "pixels" (share of the segment's pixels of the
+    top-1 class) or "majority" (the top-1 is the segment's majority class).
     """
 
-    def __init__(self, inner, min_accuracy: float = 0.7, folds: int = 2):
+    def __init__(self, inner, min_accuracy: float = 0.7, folds: int = 2, accuracy: str = "pixels"):
         if not 0.0 < min_accuracy <= 1.0:
             raise ValueError(f"AbstainingClassifier: min_accuracy must be in (0, 1], got {min_accuracy!r}")
+        if accuracy not in ("pixels", "majority"):
+            raise ValueError(f"AbstainingClassifier: accuracy must be 'pixels' or 'majority', got {accuracy!r}")
         self.inner = inner
         self.min_accuracy = float(min_accuracy)
         self.folds = int(folds)
+        self.accuracy = accuracy
         for attr in ("input_size", "mean", "std", "num_classes", "class_names"):
             setattr(self, attr, getattr(inner, attr, None))
+        if callable(getattr(inner, "set_gt", None)):  # the purifier hands the batch's ground truth on
+            self.set_gt = inner.set_gt
         self.mask_crops = getattr(inner, "mask_crops", True)
         self.temperature = 1.0
         self.threshold = float("inf")
         self.calibration = []
         self.fit_outcomes = None
         self.last_keep = None
+        self.last_q = None
 
     def observe(self, stats, regions, seg_table):
         if callable(getattr(self.inner, "observe", None)):
@@ -101,17 +114,18 @@ class AbstainingClassifier:
     def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         check_crops("AbstainingClassifier", crops, regions)
         q = self.recalibrated(self.inner(crops, regions).float())
-        keep = q.amax(dim=1) >= self.threshold if q.shape[0] else torch.zeros(0, dtype=torch.bool)
-        self.last_keep = keep.cpu()
+        keep = q.amax(dim=1) >= self.threshold if q.shape[0] else torch.zeros(0, dtype=torch.bool, device=q.device)
+        self.last_keep, self.last_q = keep, q  # on the device: no sync in a training step
         return torch.where(keep[:, None], q, torch.full_like(q, 1.0 / q.shape[1]))
 
     @torch.no_grad()
-    def fit(self, images, masks, purifier, logits=None, fit_inner=None, ignore_index=255, **fit_kwargs):
+    def fit(self, images, masks, purifier, logits=None, fit_inner=None, ignore_index=255, chunk=None, **fit_kwargs):
         """Calibrate on labelled images [B,3,H,W] (normalised like the purifier's input, or uint8)
         and masks [B,H,W] int64; `logits` [B,C,H,W]: teacher logits of these images (optional).
 
         fit_inner (default: the inner classifier has `fit`): cross-fit it over `folds` image folds
         with `inner.fit(images, masks, purifier=purifier, ignore_index=..., **fit_kwargs)`.
+        chunk: images per purifier call when measuring (None: a fold at once).
         """
         fit_inner = callable(getattr(self.inner, "fit", None)) if fit_inner is None else fit_inner
         b = images.shape[0]
@@ -124,10 +138,13 @@ class AbstainingClassifier:
             if fit_inner:
                 train = (folds != k).nonzero().flatten()
                 self.inner.fit(images[train], masks[train], purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
-            sub_logits = logits[held] if logits is not None else None
-            q, target = self.outcomes(images[held], masks[held], purifier, sub_logits, ignore_index)
-            qs.append(q)
-            targets.append(target)
+            step = int(chunk) if chunk else max(1, held.numel())
+            for i in range(0, held.numel(), step):
+                part = held[i : i + step]
+                sub_logits = logits[part] if logits is not None else None
+                q, target = self.outcomes(images[part], masks[part], purifier, sub_logits, ignore_index)
+                qs.append(q)
+                targets.append(target)
         if fit_inner:
             self.inner.fit(images, masks, purifier=purifier, ignore_index=ignore_index, **fit_kwargs)
         return self.calibrate(torch.cat(qs), torch.cat(targets))
@@ -139,7 +156,7 @@ class AbstainingClassifier:
             rec = _Recorder(self.inner)
             p = copy.copy(purifier)
             p.classifier = rec
-            out = p(images, logits)
+            out = p(images, logits, gt=masks)
             if out.num_regions == 0:
                 return torch.zeros(0, c), torch.zeros(0, c)
             hist = segment_histogram(rec.stats, rec.seg_table, masks, out.num_regions, c, ignore_index).cpu()
@@ -166,8 +183,32 @@ class AbstainingClassifier:
             return self.set_threshold(torch.zeros(0), torch.zeros(0))
         self.temperature = best_temperature(torch.log(q.clamp(min=1e-12)), target)
         qc = self.recalibrated(q)
-        right = target.gather(1, qc.argmax(dim=1, keepdim=True)).flatten()
-        return self.set_threshold(qc.amax(dim=1), right)
+        return self.set_threshold(qc.amax(dim=1), self.right(qc, target))
+
+    def right(self, q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """[N] in [0, 1]: how right the top-1 of q [N,C] is against class shares target [N,C]
+        (the `accuracy` definition: 1/0 for the majority class, else the top-1 class's share)."""
+        share = target.gather(1, q.argmax(dim=1, keepdim=True)).flatten()
+        if self.accuracy == "majority":
+            return (share >= target.amax(dim=1) - 1e-9).float()
+        return share
+
+    def summary(self) -> dict:
+        """The latest calibration: temperature, threshold, the calibration regions and the share of
+        them (and their accuracy) that the threshold keeps, the inner classifier's accuracy there."""
+        row = {"temperature": self.temperature, "threshold": self.threshold, "min_accuracy": self.min_accuracy}
+        q, target = self.fit_outcomes if self.fit_outcomes is not None else (torch.zeros(0, 1), torch.zeros(0, 1))
+        n = q.shape[0]
+        row["regions"] = n
+        if n == 0:
+            return {**row, "kept_share": 0.0, "kept": 0, "accuracy": None, "kept_accuracy": None}
+        qc = self.recalibrated(q)
+        right = self.right(qc, target)
+        keep = qc.amax(dim=1) >= self.threshold
+        kept = int(keep.sum())
+        row.update(kept=kept, kept_share=kept / n, accuracy=float(right.mean()))
+        row["kept_accuracy"] = float(right[keep].mean()) if kept else None
+        return row
 
     def set_threshold(self, conf: torch.Tensor, right: torch.Tensor) -> "AbstainingClassifier":
         """Isotonic P(right | conf) from conf [N] and right [N] in [0, 1]; threshold = the lowest conf

@@ -70,11 +70,19 @@ def check_method(method: str) -> str | None:
 
 
 def build_classifier(name: str, ctx: ClassifierContext):
-    """The classifier `name` built from the config by its class's `from_config(ctx)`."""
+    """The classifier `name` built from the config by its class's `from_config(ctx)`; wrapped in
+    `AbstainingClassifier` when `purify.abstain` is set (uncalibrated: it abstains everywhere until
+    the trainer calibrates it, semiearth/train/monitor.py)."""
     problem = check_method(name)
     if problem or name == "none":
         raise ValueError(f"purify.method: {problem or 'none builds no classifier'}")
-    return classifier_class(name).from_config(ctx)
+    classifier = classifier_class(name).from_config(ctx)
+    abstain = getattr(ctx.purify, "abstain", None)
+    if abstain is not None:
+        from semiearth.purify.classifiers.abstain import AbstainingClassifier
+
+        classifier = AbstainingClassifier(classifier, min_accuracy=abstain.min_accuracy, accuracy=abstain.accuracy)
+    return classifier
 
 
 # Arguments that a class's from_config fills in from the config itself (data.class_names, data.num_classes,

@@ -47,6 +47,7 @@ from semiearth.train.folder import lock_run_folder
 from semiearth.train.log import RunLogger, write_panels
 from semiearth.train.methods import build_method
 from semiearth.train.methods.base import Method, StepContext, StepResult
+from semiearth.train.monitor import LabelledPurify
 from semiearth.train.purify_hook import build_purifier
 from semiearth.train.resume import SCHEDULE, check_resume_config, describe_changes
 from semiearth.train.sampler import StreamBatchSampler
@@ -96,6 +97,7 @@ class TrainState:
     history: dict = field(default_factory=dict)
     guard: DivergenceGuard | None = None  # checks the state before every save
     saves: int = 0  # latest.pth written by this process
+    labelled_purify: LabelledPurify | None = None  # abstention's calibration and the break-even monitor
 
     @property
     def semi(self) -> bool:
@@ -393,6 +395,12 @@ def _train(s: TrainState, resume: bool, changed: dict, keep_state: bool) -> dict
     # the oracle's ground truth) and the signs of divergence (NaN/inf loss or gradients) are read at
     # the logging steps and before every save or evaluation, not every step.
     checks = DeferredChecks()
+    cfg_p = cfg.purify
+    if s.purifier is not None and (cfg_p.abstain is not None or cfg_p.monitor_every):
+        s.labelled_purify = LabelledPurify(cfg, s.method, s.purifier, labelled, device, logger)
+        if s.labelled_purify.abstain:
+            s.labelled_purify.calibrate(s.iteration)  # before training (and again after a resume)
+    lp = s.labelled_purify
 
     def verify() -> None:
         checks.raise_if_failed()
@@ -424,6 +432,10 @@ def _train(s: TrainState, resume: bool, changed: dict, keep_state: bool) -> dict
                 logger.log(s.iteration, row)
                 window.flush_records(logger)
                 window = Window(device)
+            if lp is not None and main and lp.monitor_due(s.iteration):  # periodic: may sync
+                lp.monitor(s.iteration)
+            if lp is not None and lp.calibrate_due(s.iteration):  # every rank: each has its purifier
+                lp.calibrate(s.iteration)
             if cfg.train.ckpt_every and s.iteration % cfg.train.ckpt_every == 0:
                 verify()
                 save(s)
@@ -466,6 +478,8 @@ def finish(s: TrainState, val_set, logger) -> dict:
     D.barrier()
     best = os.path.join(s.out_dir, "best.pth")
     result = {"interrupted": False, "iteration": s.iteration, "val": val, "best_val_mIoU": s.best_miou}
+    if s.labelled_purify is not None:
+        result["purify_monitor"] = s.labelled_purify.summary()
     test_set = _optional_split(cfg, "test")
     if test_set is not None and len(test_set):
         any_network = s.method.students[s.method.STUDENTS[0]]

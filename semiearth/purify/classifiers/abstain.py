@@ -212,13 +212,16 @@ class AbstainingClassifier:
 
     def set_threshold(self, conf: torch.Tensor, right: torch.Tensor) -> "AbstainingClassifier":
         """Isotonic P(right | conf) from conf [N] and right [N] in [0, 1]; threshold = the lowest conf
-        whose calibrated accuracy >= min_accuracy (inf when none: abstain everywhere)."""
+        whose calibrated accuracy >= min_accuracy (inf when none: abstain everywhere; 0 when the lowest
+        block reaches it: the isotonic fit is constant below its range, so it keeps everything)."""
         if conf.numel() == 0:
             self.threshold, self.calibration = float("inf"), []
             return self
         xs, fitted = isotonic(conf.float(), right.float())
         ok = fitted >= self.min_accuracy - 1e-12
         self.threshold = float(xs[ok.nonzero()[0, 0]]) if bool(ok.any()) else float("inf")
+        if bool(ok[0]):
+            self.threshold = 0.0
         self.calibration = []
         for v in fitted.unique_consecutive().tolist():
             sel = fitted == v

@@ -20,7 +20,16 @@ and after VLMPurifier with each classifier x rule (bayes at trust 1 and 0.5, pap
    of the labelled images under their own noisy teacher, prototypes cross-fitted; they answer only
    where the calibrated accuracy reaches max(0.95, the worst tile's mIoU break-even).
 
+4. Score only what can change (--topk-agreement: this section only): VLMPurifier with the classes
+   per region restricted to the teacher's top-k + those above the probability floor (the unscored at
+   the neutral q of classifiers/_base.fill_unscored) against full scoring, for the noisy oracle (its
+   full q restricted with _base.restrict_q: exactly what a restricted VLM/CLIP returns) and a tiny
+   random Qwen2.5-VL (really restricted); on the purified pixels (candidates of the selected
+   segments): the share whose label differs, the max and mean |confidence difference|, the share
+   whose admission (conf >= 0.95) differs, and the classes scored per region.
+
     python bench/purify_quality.py [--json out.json] [--markdown] [--plot curves.png] [--data ../shared/data]
+    python bench/purify_quality.py --topk-agreement [--topk 3] [--prob-floor 0.05] [--no-vlm]
 """
 
 import argparse
@@ -37,7 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from semiearth import ops  # noqa: E402
+from semiearth.ops.purify_apply import pixel_regions  # noqa: E402
 from semiearth.purify import NoisyTeacher, VLMPurifier  # noqa: E402
+from semiearth.purify.classifiers._base import restrict_q  # noqa: E402
 from semiearth.purify.classifiers.abstain import AbstainingClassifier  # noqa: E402
 from semiearth.purify.classifiers.classes import DATASET_CLASSES  # noqa: E402
 from semiearth.purify.classifiers.noisy_oracle import NoisyOracleClassifier  # noqa: E402
@@ -607,6 +618,103 @@ def plot_curves(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+class Restricted:
+    """A classifier scoring only the purifier's candidate classes, from one that scores all of them:
+    its q restricted with _base.restrict_q (what a restricted VLM or CLIP call returns)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.input_size, self.mean, self.std = inner.input_size, inner.mean, inner.std
+        self.num_classes = inner.num_classes
+        self.class_names = getattr(inner, "class_names", None)
+
+    def observe(self, *args):
+        if hasattr(self.inner, "observe"):
+            self.inner.observe(*args)
+
+    def __call__(self, crops, regions, classes=None):
+        return restrict_q(self.inner(crops, regions), classes)
+
+
+def agreement(full, top) -> dict:
+    """Restricted (`top`) against full scoring (`full`), two PurifyOutputs of the same regions, on the
+    purified pixels (the selected segments' candidates)."""
+    _, hit = pixel_regions(full.stats, full.seg_table)
+    n = max(int(hit.sum()), 1)
+    dconf = (full.conf - top.conf).abs()[hit]
+    admit = (full.conf >= ADMIT) != (top.conf >= ADMIT)
+    return {
+        "pixels": int(hit.sum()),
+        "label_diff": float((full.label != top.label)[hit].sum()) / n,
+        "conf_max_diff": float(dconf.max()) if dconf.numel() else 0.0,
+        "conf_mean_diff": float(dconf.mean()) if dconf.numel() else 0.0,
+        "admit_diff": float(admit[hit].sum()) / n,
+        "scored_per_region": float(top.classes.sum(1).float().mean()) if top.classes is not None else float("nan"),
+        "regions": full.num_regions,
+    }
+
+
+def topk_pair(clf, images, logits, kw, topk, prob_floor, rule="bayes", trust=1.0) -> dict:
+    """agreement() of `clf` restricted (Restricted(clf) unless it takes `classes`) vs full scoring."""
+    from semiearth.purify.classifiers._base import accepts_classes
+
+    if not accepts_classes(clf):  # the same q in both runs (the noisy oracle draws anew per call)
+        clf = CachedQ(clf)
+    restricted = clf if accepts_classes(clf) else Restricted(clf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = VLMPurifier(clf, rule=rule, trust=trust, topk=0, **kw)(images, logits)
+        top = VLMPurifier(restricted, rule=rule, trust=trust, topk=topk, prob_floor=prob_floor, **kw)(images, logits)
+    return agreement(full, top)
+
+
+def tiny_vlm(dataset: str, input_size: int = 56):
+    """HFVLMClassifier on a tiny random Qwen2.5-VL (bench/vlm_timing.py) with `dataset`'s classes."""
+    # The repository's own kernels/ folder (on sys.path through ROOT) shadows the `kernels` package that
+    # transformers' model modules import: import them without ROOT on the path first.
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
+    try:
+        import transformers.activations  # noqa: F401
+    finally:
+        sys.path[:] = saved
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from vlm_timing import build_random_vlm
+
+    from semiearth.purify import HFVLMClassifier
+
+    model, processor = build_random_vlm("tiny-qwen2.5-vl")
+    return HFVLMClassifier(model, dataset, processor=processor, input_size=input_size, batch_size=64)
+
+
+def topk_agreement(args, units=None) -> list:
+    """Rows of section 4: per unit, classifier (noisy oracle at several accuracies, tiny VLM) and rule."""
+    units = units if units is not None else prepare_units(args, NoisyTeacher())
+    rows = []
+    for u in units:
+        kw = stats_kwargs_for(args, u["c"])
+        classifiers = {
+            f"noisy oracle a={a}": NoisyOracleClassifier(
+                u["c"], a, DATASET_CLASSES[u["dataset"]], u["dataset"], gt=u["gts"], seed=0
+            )  # fmt: skip
+            for a in (0.5, 0.7, 0.9)
+        }
+        if not args.no_vlm:
+            classifiers["tiny random VLM"] = tiny_vlm(u["dataset"])
+        for cname, clf in classifiers.items():
+            for rule, trust in (("bayes", 1.0), ("bayes", 0.5)) if not cname.startswith("tiny") else (("bayes", 1.0),):
+                r = topk_pair(clf, u["images"], u["logits"], kw, args.topk, args.prob_floor, rule, trust)
+                rows.append({"unit": u["name"], "classifier": cname, "rule": rule_name(rule, trust), **r})
+                print(
+                    f"  {u['name']:10s} {cname:20s} {rule_name(rule, trust):12s} scored {r['scored_per_region']:.2f}"
+                    f"/{u['c']} classes: label differs on {100 * r['label_diff']:.4f} % of {r['pixels']} purified px, "
+                    f"|conf diff| max {r['conf_max_diff']:.4f} mean {r['conf_mean_diff']:.5f}, "
+                    f"admission differs on {100 * r['admit_diff']:.4f} %",
+                    flush=True,
+                )
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
@@ -639,10 +747,22 @@ def main(argv=None) -> int:
         "--min-accuracy", type=float, default=None, help="abstention threshold (default: the measured break-even)"
     )
     ap.add_argument("--plot", help="write the noisy-oracle curves as a PNG here (needs matplotlib)")
+    ap.add_argument("--topk-agreement", action="store_true", help="only section 4: restricted vs full scoring")
+    ap.add_argument("--topk", type=int, default=3, help="section 4: teacher top-k classes scored per region")
+    ap.add_argument("--prob-floor", type=float, default=0.05, help="section 4: also classes above this mean prob")
+    ap.add_argument("--no-vlm", action="store_true", help="section 4: noisy oracle only (no tiny VLM)")
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.data, "loveda")):
         print(f"no data at {args.data} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
+    if args.topk_agreement:
+        t = time.perf_counter()
+        rows = topk_agreement(args)
+        print(f"total {time.perf_counter() - t:.1f} s")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"config": vars(args), "topk_agreement": rows}, f, indent=1)
+        return 0
     t = time.perf_counter()
     results = run(args)
     results["seconds"] = time.perf_counter() - t

@@ -3,6 +3,15 @@
     python bench/vlm_timing.py --tiny --device cpu                      # plumbing cost, tiny model
     python bench/vlm_timing.py --arch qwen2.5-vl-3b --device cuda --regions 64 --json out.json
 
+    python bench/vlm_timing.py --tiny --device cpu --input-size 224 --topk 0,3 --repeats 1   # tokens per region
+
+Each row also reports the VLM tokens processed per scored region (hardware-independent): the prefix
+(chat template + image tokens + prompt) and the answer forward (rows x padded answer length), for
+purify.topk 0 (every class's answers) and the --topk values (only the candidate classes' answers;
+prob_floor --prob-floor). Token counts depend on the processor (patch 14, merge 2) and the
+tokenizer, not on the model's size: the tiny model gives the 3B's counts (with the word-level
+synthetic tokenizer; Qwen's BPE splits a few class words into more pieces).
+
 One call = VLMPurifier on B = regions / 16 teacher-like images of 518 x 518 (6 classes) with 16
 regions each, crops of 224 px, the Potsdam classes and synonyms. Random weights time the real
 architecture (cost does not depend on the values); q from them means nothing. The tokenizer is a
@@ -215,6 +224,8 @@ def time_vlm_call(
     repeats: int = 5,
     attn: str | None = "auto",
     vlm=None,
+    topk: int = 0,
+    prob_floor: float = 0.05,
 ) -> dict:
     """Median seconds of one VLM-PP call (and of its stages) with HFVLMClassifier on `arch`.
 
@@ -234,8 +245,10 @@ def time_vlm_call(
     b = max(1, math.ceil(regions / 16))
     logits = teacher_like_logits(b, 6, image_size, image_size, device=dev)
     images = torch.rand(b, 3, image_size, image_size, generator=torch.Generator().manual_seed(1)).to(dev)
-    purifier = VLMPurifier(clf, 6, max_regions=math.ceil(regions / b), mask_crops=clf.mask_crops)
+    purifier = VLMPurifier(clf, 6, max_regions=math.ceil(regions / b), mask_crops=clf.mask_crops, topk=topk,
+                           prob_floor=prob_floor)  # fmt: skip
     out = purifier(images, logits)  # warm-up
+    clf.token_counts = dict.fromkeys(clf.token_counts, 0)
     calls, stages = [], []
     for _ in range(repeats):
         _sync(dev)
@@ -246,6 +259,8 @@ def time_vlm_call(
         stages.append(out.timings)
     import transformers
 
+    counts = clf.token_counts
+    per = max(counts["regions"], 1)
     return {
         "row": "vlm_pp HFVLMClassifier",
         "arch": arch,
@@ -262,6 +277,12 @@ def time_vlm_call(
         "answers": len(clf.answers),
         "max_answer_tokens": int(clf.answer_lengths.max()),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "topk": topk,
+        "prob_floor": prob_floor if topk else None,
+        "classes_scored_per_region": float(out.classes.sum(1).float().mean()) if out.classes is not None else 6.0,
+        "answer_rows_per_region": counts["answer_rows"] / per,
+        "prefix_tokens_per_region": counts["prefix"] / per,
+        "answer_tokens_per_region": counts["answers"] / per,
         "seconds_per_call": statistics.median(calls),
         "seconds_all": calls,
         "stage_seconds": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
@@ -284,6 +305,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attn", default="auto", help="attn_implementation (auto: flash_attention_2 if installed)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
+    parser.add_argument("--topk", default="0", help="purify.topk value(s), comma-separated, one row each (0: all)")
+    parser.add_argument("--prob-floor", type=float, default=0.05, help="purify.prob_floor with topk > 0")
     parser.add_argument("--json", help='write {"rows": [...]} to this JSON file')
     args = parser.parse_args(argv)
     if args.threads:
@@ -292,12 +315,20 @@ def main(argv=None) -> int:
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     vlm, rows = build_random_vlm(arch, dev, dtype, attn=resolve_attn(args.attn, dev)), []
-    for size in [int(v) for v in str(args.input_size).split(",")]:
+    sizes = [int(v) for v in str(args.input_size).split(",")]
+    for size, topk in [(s, k) for s in sizes for k in (int(v) for v in str(args.topk).split(","))]:
         row = time_vlm_call(
             arch, args.device, args.regions, args.image_size, size, args.batch_size, args.view, args.repeats,
-            args.attn, vlm,
+            args.attn, vlm, topk, args.prob_floor,
         )  # fmt: skip
         rows.append(row)
+        print(
+            f"tokens per region (topk {topk}{f', prob_floor {args.prob_floor}' if topk else ''}, {size} px): "
+            f"{row['classes_scored_per_region']:.2f} classes scored, prefix {row['prefix_tokens_per_region']:.1f}, "
+            f"answers {row['answer_tokens_per_region']:.1f} ({row['answer_rows_per_region']:.1f} answer rows), "
+            f"total {row['prefix_tokens_per_region'] + row['answer_tokens_per_region']:.1f}",
+            flush=True,
+        )
         stages = ", ".join(f"{k} {1000 * v:.1f}" for k, v in row["stage_seconds"].items())
         print(
             f"vlm_pp {arch} on {row['device']} ({row['dtype']}, random weights, {row['attn_implementation']}): "

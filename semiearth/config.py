@@ -135,6 +135,10 @@ class PurifyConfig:
     context: float = 2.0
     radius: int = 1
     tau: float = 0.7
+    # Score only what can change (classifiers that take `classes`: vlm): per region the teacher's top-k
+    # classes of the segment plus those with mean probability > prob_floor; 0 = every class.
+    topk: int = 3
+    prob_floor: float = 0.05
     backend: str = "auto"
     encoder: str = "efficientnet_lite0"  # prototype classifier encoder
     classifier_options: dict[str, Any] = field(default_factory=dict)  # extra classifier kwargs

@@ -3,7 +3,8 @@
 stats   = purify_stats(logits)                 confidence, pseudo-label, LOW/BOUNDARY flags, cells
 regions = select_regions(stats)                most uncertain (cell, class) segments, per-image budget
 crops   = crop_batch(images, regions)          masked crops, normalised for the classifier
-q       = classifier(crops, regions)           class probabilities per region
+classes = candidate_classes(...)              classes carrying teacher probability per region
+q       = classifier(crops, regions[, classes]) class probabilities per region
 label, conf = purify_apply(logits, stats, ...) fuse q into the candidate pixels of each segment
 """
 
@@ -16,7 +17,7 @@ from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purif
 from semiearth.ops._extension import BACKENDS
 from semiearth.ops._validate import check_int, check_unit_interval
 from semiearth.ops.purify_apply import RULES, pixel_regions
-from semiearth.purify.classifiers._base import as_triple, check_probabilities
+from semiearth.purify.classifiers._base import accepts_classes, as_triple, check_probabilities
 from semiearth.purify.classifiers.prototype import crop_scale_shift
 from semiearth.purify.regions import select_regions
 from semiearth.timing import StageTimer
@@ -58,6 +59,7 @@ class PurifyOutput:
     tallies: torch.Tensor | None = None
     timer: StageTimer | None = field(default=None, repr=False)
     admit_thresh: float = 0.95
+    classes: torch.Tensor | None = None  # [N,C] bool: the classes the classifier was asked to score
     _table: torch.Tensor | None = field(default=None, repr=False)
     _records: list | None = field(default=None, repr=False)
     _tallies: list | None = field(default=None, repr=False)
@@ -177,6 +179,11 @@ class VLMPurifier:
     feeds the teacher), or uint8 RGB. crop_batch undoes that and applies the classifier's mean/std in
     the same pass. Boxes are in the logits' pixel frame; images and logits must have the same size.
     `admit_thresh` (the loss threshold, 0.95) only decides what a record counts as "confirmed".
+    topk / prob_floor ("score only what can change"): a classifier that takes `classes` (see
+    classifiers/_base.py) is asked, per region, only for the segment's top-`topk` teacher classes (by
+    mean softmax over its candidate pixels), every class whose mean is above `prob_floor`, and the
+    segment's pseudo-label; topk 0 = all classes (no mask). None: the classifier's own `topk` /
+    `prob_floor` attributes (set by from_config from purify.topk / purify.prob_floor), else 0 / 0.0.
     backend: "auto" or a backend name (semiearth.ops.OP_BACKENDS); each op runs it where the op has
     it and "auto" where it does not (crop_batch has no "triton", purify_stats no "cuda").
     """
@@ -200,6 +207,8 @@ class VLMPurifier:
         boundary_weight: float = 1.0,
         admit_thresh: float = 0.95,
         mask_crops: bool = True,
+        topk: int | None = None,
+        prob_floor: float | None = None,
     ):
         if not callable(classifier):
             raise TypeError(f"VLMPurifier: classifier must be callable (crops, regions) -> q, got {type(classifier)}")
@@ -237,6 +246,13 @@ class VLMPurifier:
         self.boundary_weight = float(boundary_weight)
         self.admit_thresh = float(admit_thresh)
         self.mask_crops = bool(mask_crops)
+        topk = getattr(classifier, "topk", 0) if topk is None else topk
+        prob_floor = getattr(classifier, "prob_floor", 0.0) if prob_floor is None else prob_floor
+        check_int("VLMPurifier", "topk", topk, 0)
+        if isinstance(prob_floor, bool) or not isinstance(prob_floor, (int, float)) or not 0 <= prob_floor < 1:
+            raise ValueError(f"VLMPurifier: prob_floor must be a number in [0, 1), got {prob_floor!r}")
+        self.topk, self.prob_floor = int(topk), float(prob_floor)
+        self.accepts_classes = accepts_classes(classifier)
         self._scale_shift = {}  # crop_batch scale/shift per (images dtype, classifier mean, std)
 
     @property
@@ -317,7 +333,12 @@ class VLMPurifier:
             observe = getattr(self.classifier, "observe", None)  # optional protocol hook (_base.py)
             if callable(observe):
                 observe(stats, regions, seg_table)
-            q = self.classifier(crops, regions)
+            classes = None
+            if self.accepts_classes and 0 < self.topk < self.num_classes:
+                classes = candidate_classes(logits, stats, seg_table, regions, self.topk, self.prob_floor)
+                q = self.classifier(crops, regions, classes=classes)
+            else:
+                q = self.classifier(crops, regions)
             name = f"classifier {type(self.classifier).__name__}"
             q = check_probabilities(name, q, n, self.num_classes)
             if q.device != logits.device:
@@ -327,7 +348,8 @@ class VLMPurifier:
                 logits, stats, seg_table, q, self.rule, self.trust, self.tau, backend=self.backend_of("purify_apply")
             )
         return PurifyOutput(label, conf, n, stats, regions, q, self.class_names, seg_table,
-                            self.tallies(stats, seg_table, label, conf), timer, self.admit_thresh)  # fmt: skip
+                            self.tallies(stats, seg_table, label, conf), timer, self.admit_thresh,
+                            classes)  # fmt: skip
 
     def scale_shift(self, images: torch.Tensor):
         """crop_batch's scale/shift for `images` (their dtype and the classifier's mean/std), computed
@@ -352,6 +374,34 @@ class VLMPurifier:
         """The purified class probabilities [B,C,H,W] of a call's output (whose argmax and max are
         out.label and out.conf), for methods with soft targets; computed only when asked for."""
         return purify_apply_probs(logits, out.stats, out.seg_table, out.q, self.rule, self.trust, self.tau)
+
+
+def region_mean_probs(logits: torch.Tensor, stats, seg_table: torch.Tensor, n: int) -> torch.Tensor:
+    """[N,C] float32: each region's mean teacher softmax over its segment's candidate pixels (the
+    pixels purify_apply may change); a region without candidates gets its one-hot class."""
+    c = logits.shape[1]
+    region, hit = pixel_regions(stats, seg_table)
+    slot = torch.where(hit, region.long(), n).flatten()
+    probs = torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, c)
+    sums = torch.zeros((n + 1, c), dtype=torch.float32, device=logits.device).index_add_(0, slot, probs)
+    count = torch.zeros(n + 1, dtype=torch.float32, device=logits.device).index_add_(0, slot, hit.flatten().float())
+    return sums[:n] / count[:n, None].clamp_min(1)
+
+
+def candidate_classes(logits, stats, seg_table, regions, topk: int, prob_floor: float) -> torch.Tensor:
+    """[N,C] bool: the classes worth scoring per region: the top-`topk` of its mean teacher
+    probability (region_mean_probs), those whose mean exceeds `prob_floor` (when > 0), and the
+    region's own class (regions[:, 5]). topk 0 (or >= C): every class."""
+    n, c = regions.shape[0], logits.shape[1]
+    if topk <= 0 or topk >= c:
+        return torch.ones((n, c), dtype=torch.bool, device=logits.device)
+    mean = region_mean_probs(logits, stats, seg_table, n)
+    mask = torch.zeros((n, c), dtype=torch.bool, device=logits.device)
+    mask.scatter_(1, mean.topk(topk, dim=1).indices, True)
+    if prob_floor > 0:
+        mask |= mean > prob_floor
+    mask[torch.arange(n, device=logits.device), regions[:, 5].long().to(logits.device)] = True
+    return mask
 
 
 def _hashable(values):

@@ -17,6 +17,14 @@ then repeated over the A answer phrasings and all answers of the batch are score
 (B*A rows of at most max answer length - 1 tokens). All crops have the same size, so all prefixes
 have the same length and need no padding.
 
+Score only what can change: called with `classes` [N,C] bool (VLMPurifier passes the classes that
+carry teacher probability in each region, see purify.topk / purify.prob_floor), only the answers of
+those classes get a row in the answer forward (the prefix is needed anyway); every other class gets
+the neutral score of `_base.fill_unscored` (the q of the least favoured scored class: under rule
+bayes its teacher probability relative to that class is kept; why, and measured, there). The scored classes' q is exactly that
+of full scoring renormalised: a class's score does not depend on the other answers.
+`token_counts` adds up the tokens each call processed (prefix and answer rows, padding included).
+
 `model`: a local folder (from `hf download Qwen/Qwen2.5-VL-3B-Instruct --local-dir DIR`), a hub id,
 or a loaded model with `processor=`. Offline (HF_HUB_OFFLINE=1, or huggingface.co unreachable within
 3 s), a folder or hub id whose files are missing is a FileNotFoundError before transformers is even
@@ -32,7 +40,13 @@ from collections.abc import Sequence
 
 import torch
 
-from semiearth.purify.classifiers._base import ClassifierError, check_crops, weights_file_problem
+from semiearth.purify.classifiers._base import (
+    ClassifierError,
+    check_classes,
+    check_crops,
+    fill_unscored,
+    weights_file_problem,
+)
 from semiearth.purify.classifiers.classes import SYNONYMS, resolve_class_names
 from semiearth.purify.classifiers.openclip import _offline_mode, hub_offline
 
@@ -212,12 +226,22 @@ class HFVLMClassifier:
     dtype: default bfloat16 on CUDA, float32 on CPU; autocast (None: on CUDA) runs in that dtype.
     attn_implementation: passed to from_pretrained (None: transformers' default, sdpa). Qwen's vision
     tower runs sdpa once per attention window and crop, flash_attention_2 once per layer.
+    topk, prob_floor: the purifier's defaults for which classes to score per region (0: all; see
+    VLMPurifier); from_config sets them from purify.topk and purify.prob_floor.
+    token_counts: running totals {"calls", "regions", "prefix", "answers", "answer_rows"}: tokens of the
+    prefix forwards and of the answer forward (rows x padded length) over the regions scored.
     """
 
     @classmethod
     def from_config(cls, ctx) -> "HFVLMClassifier":
         t0 = time.perf_counter()
-        clf = cls(class_names=ctx.data.class_names, **{"device": ctx.device, **ctx.purify.classifier_options})
+        options = {
+            "device": ctx.device,
+            "topk": getattr(ctx.purify, "topk", 0),
+            "prob_floor": getattr(ctx.purify, "prob_floor", 0.0),
+            **ctx.purify.classifier_options,
+        }
+        clf = cls(class_names=ctx.data.class_names, **options)
         ctx.log(
             f"[semiearth] VLM classifier {clf.model_name} loaded in {time.perf_counter() - t0:.1f}s "
             f"({len(clf.answers)} answer phrasings, view {clf.view})"
@@ -243,6 +267,8 @@ class HFVLMClassifier:
         load_in_4bit: bool = False,
         cache_dir: str | None = None,
         attn_implementation: str | None = None,
+        topk: int = 0,
+        prob_floor: float = 0.0,
     ):
         if view not in HINTS:
             raise ValueError(f"{NAME}: view must be one of {sorted(HINTS)}, got {view!r}")
@@ -271,6 +297,8 @@ class HFVLMClassifier:
         self.prefix = self._chat([{"type": "image"}, {"type": "text", "text": self.prompt}])
         self.answers, self.answer_class, self.answer_tokens, self.answer_lengths = self._answers()
         self._cells = None  # (regions, cell boxes [N,4] in image pixels) from observe(), for view "box"
+        self.topk, self.prob_floor = int(topk), float(prob_floor)
+        self.token_counts = dict.fromkeys(("calls", "regions", "prefix", "answers", "answer_rows"), 0)
 
     @property
     def device(self) -> torch.device:
@@ -364,23 +392,37 @@ class HFVLMClassifier:
         return torch.autocast(device_type=dev.type, dtype=dtype, enabled=bool(use))
 
     @torch.no_grad()
-    def answer_logprobs(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[N,A] float32 log P(answer a | crop n, prompt) for RGB crops [N,3,S,S] in [0, 1]."""
+    def answer_logprobs(self, pixels: torch.Tensor, answers: torch.Tensor | None = None) -> torch.Tensor:
+        """[N,A] float32 log P(answer a | crop n, prompt) for RGB crops [N,3,S,S] in [0, 1]; with
+        `answers` [N,A] bool, only those are scored and the others are -inf."""
         out = [
-            self._batch_logprobs(pixels[i : i + self.batch_size]) for i in range(0, pixels.shape[0], self.batch_size)
+            self._batch_logprobs(
+                pixels[i : i + self.batch_size], None if answers is None else answers[i : i + self.batch_size]
+            )
+            for i in range(0, pixels.shape[0], self.batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0, len(self.answers))
 
-    def _batch_logprobs(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B,A] answer log-probabilities of one batch: the prefix once, then every answer from its cache."""
+    def _batch_logprobs(self, pixels: torch.Tensor, answers: torch.Tensor | None = None) -> torch.Tensor:
+        """[B,A] answer log-probabilities of one batch: the prefix once, then the answers (all, or
+        those of `answers` [B,A] bool, the others -inf) from its cache, in one forward."""
         b, a = pixels.shape[0], len(self.answers)
         first, prefix_len = self._run_prefix(pixels)
-        tokens, lengths = self.answer_tokens.to(self.device), self.answer_lengths.to(self.device)
+        tokens = self.answer_tokens.to(self.device)
         logp = first.logits[:, -1].float().log_softmax(-1)[:, tokens[:, 0]]  # first answer token
-        if tokens.shape[1] > 1:
-            steps = self._run_answers(first, b, prefix_len)  # [B*A, L-1]: the answers' later tokens
-            valid = torch.arange(tokens.shape[1] - 1, device=self.device) < (lengths - 1).repeat(b)[:, None]
-            logp = logp + torch.where(valid, steps, 0.0).sum(1).view(b, a)
+        if answers is None:
+            rows = torch.arange(b * a, device=self.device)
+        else:
+            rows = answers.to(self.device).flatten().nonzero().flatten()
+        self.token_counts["prefix"] += b * prefix_len
+        self.token_counts["answer_rows"] += int(rows.numel())
+        if tokens.shape[1] > 1 and rows.numel():
+            crop, answer = rows // a, rows % a
+            later = torch.zeros(b * a, device=self.device)
+            later[rows] = self._run_answers(first, crop, answer, prefix_len)  # the answers' later tokens
+            logp = logp + later.view(b, a)
+        if answers is not None:
+            logp = torch.where(answers.to(self.device), logp, float("-inf"))
         return logp.cpu()
 
     def _run_prefix(self, pixels: torch.Tensor):
@@ -396,45 +438,59 @@ class HFVLMClassifier:
         with self._autocast():
             return self.model(**inputs, use_cache=True, **keep), inputs["input_ids"].shape[1]
 
-    def _run_answers(self, first, b: int, prefix_len: int) -> torch.Tensor:
-        """[B*A, L-1] log-probabilities of answer tokens 2..L, crop-major, from the prefix cache
-        repeated A times (answer tokens 1..L-1 as input)."""
-        a, tokens = len(self.answers), self.answer_tokens.to(self.device)
-        steps = tokens.shape[1] - 1
+    def _run_answers(self, first, crop: torch.Tensor, answer: torch.Tensor, prefix_len: int) -> torch.Tensor:
+        """[R] summed log-probabilities of answer tokens 2..L of R (crop, answer) rows, from the prefix
+        cache of each row's crop (answer tokens 1..L-1 as input, right-padded to the rows' longest)."""
+        lengths = self.answer_lengths.to(self.device)[answer]
+        steps = int(lengths.max()) - 1
+        if steps < 1:
+            return torch.zeros(answer.shape[0], device=self.device)
+        tokens = self.answer_tokens.to(self.device)[answer, : steps + 1]
+        r = answer.shape[0]
         cache = getattr(first, "cache", None)  # transformers 5; 4.x calls it past_key_values
         cache = first.past_key_values if cache is None else cache
-        cache.batch_repeat_interleave(a)
-        pos = prefix_len + torch.arange(steps, device=self.device).expand(b, steps)
+        cache.batch_select_indices(crop)
+        pos = prefix_len + torch.arange(steps, device=self.device).expand(r, steps)
         deltas = getattr(getattr(self.model, "model", None), "rope_deltas", getattr(self.model, "rope_deltas", None))
         if deltas is not None:  # multimodal RoPE (Qwen-VL): text positions continue from the image's
-            pos = (pos + deltas.view(b, 1).to(pos)).repeat_interleave(a, 0)[None].expand(3, -1, -1)
-        else:
-            pos = pos.repeat_interleave(a, 0)
+            pos = (pos + deltas.flatten()[crop.to(deltas.device)].view(r, 1).to(pos))[None].expand(3, -1, -1)
         cache_key = "cache" if "cache" in self._forward_kwargs() else "past_key_values"
+        self.token_counts["answers"] += r * steps
         with self._autocast():
             out = self.model(
-                input_ids=tokens[:, :-1].repeat(b, 1),
-                attention_mask=torch.ones(b * a, prefix_len + steps, dtype=torch.long, device=self.device),
+                input_ids=tokens[:, :-1],
+                attention_mask=torch.ones(r, prefix_len + steps, dtype=torch.long, device=self.device),
                 position_ids=pos,
                 use_cache=True,
                 **{cache_key: cache},
             )
-        return token_logprobs(out.logits, tokens[:, 1:].repeat(b, 1))
+        steps_logp = token_logprobs(out.logits, tokens[:, 1:])
+        valid = torch.arange(steps, device=self.device) < (lengths - 1)[:, None]
+        return torch.where(valid, steps_logp, 0.0).sum(1)
 
-    def class_scores(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[N,C] float32 log P(the answer is a phrasing of class c | crop n)."""
-        logp = self.answer_logprobs(pixels)
+    def class_scores(self, pixels: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """[N,C] float32 log P(the answer is a phrasing of class c | crop n); with `classes` [N,C]
+        bool only those classes' answers are run, the others are -inf."""
+        answers = None if classes is None or bool(classes.all()) else classes.cpu()[:, self.answer_class]
+        logp = self.answer_logprobs(pixels, answers)
         return torch.stack([logp[:, self.answer_class == c].logsumexp(1) for c in range(self.num_classes)], 1)
 
     @torch.no_grad()
-    def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, crops: torch.Tensor, regions: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """q [N,C] for crops [N,3,S,S] of regions [N,6]; `classes` [N,C] bool: score only those per
+        region, the others at the neutral q of `_base.fill_unscored` (None: every class)."""
         check_crops(NAME, crops, regions, self.input_size)
+        classes = check_classes(NAME, classes, crops.shape[0], self.num_classes)
         q = torch.full((crops.shape[0], self.num_classes), 1.0 / self.num_classes, device=crops.device)
         keep = budget_indices(regions, self.max_regions)
+        self.token_counts["calls"] += 1
+        self.token_counts["regions"] += int(keep.numel())
         if keep.numel():
             pixels = self.pixels(crops, regions)  # all regions, so that observe()'s cells match
             pixels = pixels if keep.numel() == crops.shape[0] else pixels[keep]
-            q[keep] = torch.softmax(self.class_scores(pixels) / self.temperature, dim=1).to(q.device)
+            kept = None if classes is None else classes[keep.to(classes.device)].cpu()
+            scores = self.class_scores(pixels, kept)
+            q[keep] = fill_unscored(scores, kept, self.temperature).to(q.device)
         return q
 
 

@@ -174,6 +174,10 @@ class OpenClipClassifier:
     computed once on first use and cached (`text_embeddings()`). Crops are encoded in batches of
     `batch_size` (prompts in batches of `text_batch_size`) under autocast (`autocast=None`: on CUDA only). `temperature=None` uses the model's
     learned logit scale.
+
+    It scores every class and takes no `classes` argument ("score only what can change", purify.topk):
+    its cost is the image encoder, and the class texts are encoded once, so restricting the classes
+    per region would save one [N,D] x [D,C] product and only lose information.
     """
 
     @classmethod

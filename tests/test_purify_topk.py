@@ -110,3 +110,22 @@ def test_topk_agrees_with_full_scoring_on_real_tiles_noisy_oracle():
 def test_topk_agrees_with_full_scoring_on_real_tiles_tiny_vlm():
     pytest.importorskip("transformers")
     check(agreement_rows({"potsdam"}, vlm=True))
+
+
+def test_abstaining_wrapper_passes_classes_only_when_the_inner_takes_them():
+    from semiearth.purify.classifiers.abstain import AbstainingClassifier
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 64, 64, generator=g) * 2
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    rec = Recorder(5)
+    rec.topk, rec.prob_floor = 2, 0.2
+    wrapped = AbstainingClassifier(rec)
+    assert accepts_classes(wrapped) and (wrapped.topk, wrapped.prob_floor) == (2, 0.2)
+    wrapped.threshold = 0.0  # keep every inner answer
+    p = VLMPurifier(wrapped, 5, cell=16)  # topk / prob_floor read through the wrapper
+    assert (p.topk, p.prob_floor) == (2, 0.2)
+    out = p(images, logits)
+    assert rec.seen[-1] is not None and rec.seen[-1] is out.classes and out.classes.shape == (out.num_regions, 5)
+    oracle = AbstainingClassifier(OracleClassifier(5))
+    assert not accepts_classes(oracle) and not hasattr(oracle, "topk")

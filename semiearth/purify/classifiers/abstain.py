@@ -22,12 +22,13 @@ classifier that returns uniform rows where it is unsure cannot hurt there. The w
 """
 
 import copy
+import inspect
 
 import torch
 import torch.nn.functional as F
 
 from semiearth.ops import crop_batch
-from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.classifiers._base import accepts_classes, check_crops
 from semiearth.purify.classifiers.noisy_oracle import best_temperature
 from semiearth.purify.classifiers.oracle import segment_histogram
 from semiearth.purify.classifiers.prototype import crop_scale_shift, label_regions
@@ -68,8 +69,8 @@ class _Recorder:
         if callable(getattr(self.inner, "observe", None)):
             self.inner.observe(stats, regions, seg_table)
 
-    def __call__(self, crops, regions):
-        self.q = self.inner(crops, regions)
+    def __call__(self, crops, regions, classes=None):
+        self.q = self.inner(crops, regions) if classes is None else self.inner(crops, regions, classes=classes)
         return self.q
 
 
@@ -83,6 +84,10 @@ class AbstainingClassifier:
     inner q of that call, recalibrated (both on the device, no host copy).
     `accuracy`: what "right" means in calibration, "pixels" (share of the segment's pixels of the
     top-1 class) or "majority" (the top-1 is the segment's majority class).
+    "Score only what can change": `classes` ([N,C] bool) is passed on to an inner classifier that
+    takes it (the VLM), and the wrapper takes it exactly when the inner one does (an instance
+    `__signature__`, which `_base.accepts_classes` reads), so the purifier computes no mask for an
+    oracle or prototypes; `topk` / `prob_floor` are the inner's (the purifier's defaults).
     """
 
     def __init__(self, inner, min_accuracy: float = 0.7, folds: int = 2, accuracy: str = "pixels"):
@@ -99,6 +104,13 @@ class AbstainingClassifier:
         if callable(getattr(inner, "set_gt", None)):  # the purifier hands the batch's ground truth on
             self.set_gt = inner.set_gt
         self.mask_crops = getattr(inner, "mask_crops", True)
+        for attr in ("topk", "prob_floor"):  # the purifier's defaults for `classes` (VLMPurifier)
+            if hasattr(inner, attr):
+                setattr(self, attr, getattr(inner, attr))
+        if not accepts_classes(inner):  # accepts_classes(self) follows the inner classifier
+            sig = inspect.signature(type(self).__call__)
+            params = [p for name, p in sig.parameters.items() if name not in ("self", "classes")]
+            self.__signature__ = sig.replace(parameters=params)
         self.temperature = 1.0
         self.threshold = float("inf")
         self.calibration = []
@@ -111,9 +123,10 @@ class AbstainingClassifier:
             self.inner.observe(stats, regions, seg_table)
 
     @torch.no_grad()
-    def __call__(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, crops: torch.Tensor, regions: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         check_crops("AbstainingClassifier", crops, regions)
-        q = self.recalibrated(self.inner(crops, regions).float())
+        q = self.inner(crops, regions) if classes is None else self.inner(crops, regions, classes=classes)
+        q = self.recalibrated(q.float())
         keep = q.amax(dim=1) >= self.threshold if q.shape[0] else torch.zeros(0, dtype=torch.bool, device=q.device)
         self.last_keep, self.last_q = keep, q  # on the device: no sync in a training step
         return torch.where(keep[:, None], q, torch.full_like(q, 1.0 / q.shape[1]))

@@ -20,6 +20,9 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
     """A `semiearth.purify.VLMPurifier` for `cfg` (a PurifyConfig), or None for method none.
 
     The classifier is `cfg.method` in the classifier registry, built by its class's `from_config`.
+    `cfg.topk` / `cfg.prob_floor` ("score only what can change") go to the purifier itself, which
+    computes the candidate-class mask only for classifiers that take `classes` (the VLM, also under
+    AbstainingClassifier); the oracle, noisy oracle, prototypes and CLIP score every class as before.
     """
     if cfg.method == "none":
         return None
@@ -40,6 +43,8 @@ def build_purifier(cfg, data_cfg, labelled_dataset, device, log=print):
         image_std=tuple(data_cfg.std),
         backend=cfg.backend,
         mask_crops=getattr(classifier, "mask_crops", True),  # optional protocol attribute (_base.py)
+        topk=cfg.topk,
+        prob_floor=cfg.prob_floor,
     )
 
 

@@ -34,6 +34,41 @@ TINY_RUN = [
 ]
 
 
+# semiearth-train on configs/demo.yaml shrunk to TINY_RUN, without checkpoints or panels.
+TINY_CLI = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
+
+
+def cli_args(out, *overrides, extra=()) -> list:
+    """semiearth-train's argv for a TINY_CLI run into `out` with more --set overrides."""
+    sets = [a for o in [*TINY_CLI, *overrides] for a in ("--set", o)]
+    return ["--config", "configs/demo.yaml", "--out", str(out), *sets, *extra]
+
+
+def one_line_error(capsys, *words) -> str:
+    """The captured stderr, asserted to be one line without a traceback that contains `words`."""
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for word in words:
+        assert word in err, (word, err)
+    return err
+
+
+def save_tiny_checkpoint(path):
+    """A checkpoint of two tiny 6-class networks (student, teacher) at `path`; returns them."""
+    from semiearth.config import config_from_dict, config_to_dict
+    from semiearth.models import build_model
+    from semiearth.train.checkpoint import save_checkpoint
+
+    cfg = config_from_dict(
+        {"model": {"name": "tiny", "pretrained": False, "decoder_channels": 8}, "eval": {"window": 32}}
+    )
+    torch.manual_seed(0)
+    student, teacher = build_model(cfg.model, 6), build_model(cfg.model, 6)
+    state = {"model_name": "tiny", "num_classes": 6, "model": student.state_dict(), "ema": teacher.state_dict()}
+    save_checkpoint(str(path), {**state, "config": config_to_dict(cfg)})
+    return student, teacher
+
+
 def shared_data() -> Path:
     """The shared tiles folder, or skip the test with the reason."""
     if not (SHARED_DATA / "README.md").is_file():

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_RUN
+from helpers import TINY_RUN, save_tiny_checkpoint
 from PIL import Image
 
 import semiearth.train
@@ -22,10 +22,9 @@ from semiearth.cli.evaluate import main as eval_main
 from semiearth.cli.predict import main as predict_main
 from semiearth.cli.prepare import main as prepare_main
 from semiearth.cli.train import main as train_main
-from semiearth.config import config_from_dict, config_to_dict, load_config
+from semiearth.config import load_config
 from semiearth.data.prepare import prepare
-from semiearth.models import build_model
-from semiearth.train.checkpoint import load_checkpoint, save_checkpoint
+from semiearth.train.checkpoint import load_checkpoint
 
 TINY = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
 QUIET = {"progress": False, "log": lambda *a: None}
@@ -209,13 +208,7 @@ def test_an_error_inside_a_dataloader_worker_is_its_own_one_line(tmp_path, capsy
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "c.pth"
-    cfg = config_from_dict(
-        {"model": {"name": "tiny", "pretrained": False, "decoder_channels": 8}, "eval": {"window": 32}}
-    )
-    torch.manual_seed(0)
-    student, teacher = build_model(cfg.model, 6), build_model(cfg.model, 6)
-    state = {"model_name": "tiny", "num_classes": 6, "model": student.state_dict(), "ema": teacher.state_dict()}
-    save_checkpoint(str(path), {**state, "config": config_to_dict(cfg)})
+    save_tiny_checkpoint(path)
     return path
 
 

@@ -5,25 +5,17 @@ read right with --value-scale; --weights teacher|student in both tools."""
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_checkpoint
 from PIL import Image
 
 from semiearth.cli.evaluate import parse_args as eval_args
 from semiearth.cli.predict import PredictError, load_model, main, window_and_stride
-from semiearth.config import config_from_dict, config_to_dict
-from semiearth.models import build_model
-from semiearth.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "c.pth"
-    cfg = config_from_dict(
-        {"model": {"name": "tiny", "pretrained": False, "decoder_channels": 8}, "eval": {"window": 32}}
-    )
-    torch.manual_seed(0)
-    student, teacher = build_model(cfg.model, 6), build_model(cfg.model, 6)
-    state = {"model_name": "tiny", "num_classes": 6, "model": student.state_dict(), "ema": teacher.state_dict()}
-    save_checkpoint(str(path), {**state, "config": config_to_dict(cfg)})
+    student, teacher = save_tiny_checkpoint(path)
     return path, student, teacher
 
 

@@ -10,27 +10,15 @@ import sys
 import time
 
 import pytest
-from helpers import TINY_RUN
+from helpers import TINY_CLI, cli_args, one_line_error
 
 from semiearth.cli.train import main
 from semiearth.config import load_config
 from semiearth.data.registry import check_data_config
 from semiearth.train.checkpoint import load_checkpoint
 
-TINY = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
-
-
-def args(out, *overrides, extra=()):
-    sets = [a for o in [*TINY, *overrides] for a in ("--set", o)]
-    return ["--config", "configs/demo.yaml", "--out", str(out), *sets, *extra]
-
-
-def one_line_error(capsys, *words) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for word in words:
-        assert word in err, (word, err)
-    return err
+TINY = TINY_CLI
+args = cli_args
 
 
 def test_existing_run_is_refused_and_left_intact(tmp_path, capsys):

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import TINY_RUN
+from helpers import TINY_CLI, cli_args, one_line_error
 
 from semiearth.cli.train import main
 from semiearth.config import load_config
@@ -22,21 +22,9 @@ from semiearth.data.synthetic import SyntheticAerial
 from semiearth.train.checkpoint import load_checkpoint, save_checkpoint
 from semiearth.train.folder import LOCK_NAME
 
-TINY = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
+TINY = TINY_CLI
+args = cli_args
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def args(out, *overrides, extra=()):
-    sets = [a for o in [*TINY, *overrides] for a in ("--set", o)]
-    return ["--config", "configs/demo.yaml", "--out", str(out), *sets, *extra]
-
-
-def one_line_error(capsys, *words) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for word in words:
-        assert word in err, (word, err)
-    return err
 
 
 def error_after_the_bar(capsys, *words) -> str:

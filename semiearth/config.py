@@ -158,6 +158,13 @@ class EvalConfig:
     window: int = 512
     stride: int = 341
     batch_size: int = 1
+    # Evaluation conventions (named in every results table): class names left out of a second mean,
+    # reported beside the full mean (ISPRS: [clutter]); ground-truth pixels within this many px of a
+    # class boundary ignored (the ISPRS "eroded" convention; 0 = off). Which mean picks best.pth:
+    # "full" (the default) or "excluded" (the mean without exclude_classes).
+    exclude_classes: list[str] = field(default_factory=list)
+    boundary_erosion: int = 0
+    select_best: Literal["full", "excluded"] = "full"
 
 
 @dataclass
@@ -309,6 +316,7 @@ def _validate(obj: Any, prefix: str) -> None:
         obj.method_options = _method_options(obj, prefix)
     if isinstance(obj, Config):
         _resolve_method(obj)
+        _check_eval_classes(obj)
     if isinstance(obj, PurifyConfig):
         from semiearth.purify.classifiers.registry import check_method, check_options  # the registry knows them
 
@@ -337,6 +345,18 @@ def _method_options(train: TrainConfig, prefix: str) -> dict:
         if isinstance(err, ConfigError):
             raise ConfigError(f"{err} (options of train.method {train.method})") from None
         raise ConfigError(f"{where}.{err}") from None
+
+
+def _check_eval_classes(cfg: Config) -> None:
+    """eval.exclude_classes names classes of data.class_names (or their ids as strings when unnamed)."""
+    names = cfg.data.class_names or [str(i) for i in range(cfg.data.num_classes)]
+    for name in cfg.eval.exclude_classes:
+        if name not in names:
+            raise ConfigError(f"eval.exclude_classes: unknown class {name!r}; valid: {', '.join(names)}")
+    if cfg.eval.exclude_classes and set(names) <= set(cfg.eval.exclude_classes):
+        raise ConfigError("eval.exclude_classes: excludes every class; leave at least one in the mean")
+    if cfg.eval.select_best == "excluded" and not cfg.eval.exclude_classes:
+        raise ConfigError("eval.select_best: excluded needs eval.exclude_classes (e.g. [clutter])")
 
 
 def _resolve_method(cfg: Config) -> None:
@@ -374,7 +394,7 @@ _RANGES: dict[str, dict[str, tuple]] = {
         "monitor_images": (1, None),
     },
     "AbstainConfig": {"min_accuracy": (0, 1, True), "images": (0, None)},
-    "EvalConfig": {"window": (1, None), "stride": (1, None), "batch_size": (1, None)},
+    "EvalConfig": {"window": (1, None), "stride": (1, None), "batch_size": (1, None), "boundary_erosion": (0, None)},
 }  # fmt: skip
 
 

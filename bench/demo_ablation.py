@@ -1,7 +1,7 @@
 """Ablation of the demo: what does VLM-PP add to each S4 method, beyond the method itself?
 
 Per method (train.method: supervised, fixmatch, mean_teacher, unimatch_v2, cps) and VLM-PP arm, on
-the demo's synthetic scenes (configs/demo.yaml: 2 labelled images), with several training seeds:
+the demo's synthetic scenes (semiearth/configs/demo.yaml: 2 labelled images), with several training seeds:
   none       the method without VLM-PP (purify: none)
   oracle     VLM-PP with the ground truth of the unlabelled images as its classifier (an upper
              bound: no real run has these labels)
@@ -39,7 +39,7 @@ import yaml  # noqa: E402
 
 from semiearth.config import config_to_dict, load_config  # noqa: E402
 
-DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
+DEMO_CONFIG = os.path.join(ROOT, "semiearth", "configs", "demo.yaml")
 METHODS = ("supervised", "fixmatch", "mean_teacher", "unimatch_v2", "cps")
 ORACLE_SETTINGS = ["purify.trust=1.0", "purify.max_regions=16", "purify.every=1"]
 ARMS = {
@@ -66,7 +66,7 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def run_arm(name: str, seed: int, args) -> dict:
-    """Train one (arm, seed) from configs/demo.yaml; its test metrics and val mIoU curve. With
+    """Train one (arm, seed) from semiearth/configs/demo.yaml; its test metrics and val mIoU curve. With
     --resume, a finished run of the same config is read back instead of trained again."""
     from semiearth.train import train
     from semiearth.train.runs import prepare_run_folder

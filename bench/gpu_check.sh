@@ -5,7 +5,7 @@
 #   2. run the GPU tests (Triton and CUDA backends against the references);
 #   3. bench/kernel_budgets.py (ptxas registers/spills with this machine's Triton) and
 #      bench/purify_throughput.py (kernels beside their floors, VLM-PP end to end);
-#   4. 40 training iterations of configs/potsdam_dinov2.yaml (DINOv2-S + DPT, random weights) on
+#   4. 40 training iterations of semiearth/configs/potsdam_dinov2.yaml (DINOv2-S + DPT, random weights) on
 #      synthetic 518 px scenes, without VLM-PP and with it (OpenCLIP ViT-B/16, random weights, 16
 #      regions per image), stage times from metrics.jsonl;
 #   5. bench/vlm_timing.py (one VLM-PP call with the Qwen2.5-VL-3B architecture) when present.
@@ -51,7 +51,7 @@ step gpu_tests $PYTHON -m pytest -q -p no:cacheprovider -k "triton or cuda or gp
 step kernel_budgets $PYTHON bench/kernel_budgets.py --arch 90 --json "$OUT/kernel_budgets.json"
 step throughput $PYTHON bench/purify_throughput.py --json "$OUT/throughput.json"
 
-TRAIN=(-m semiearth.cli.train --config configs/potsdam_dinov2.yaml --overwrite
+TRAIN=(-m semiearth.cli.train --config potsdam_dinov2 --overwrite
     --set data.name=synthetic --set data.root= --set "data.options={size: 518, labeled: 8, unlabeled: 32, val: 2, test: 2}"
     --set data.splits={} --set model.pretrained=false --set train.iters="$ITERS" --set train.log_every=10
     --set train.eval_every=0 --set train.ckpt_every=1000 --set train.panel_every=0 --set train.num_workers=2

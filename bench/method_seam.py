@@ -3,7 +3,7 @@ the trainer before the seam (FixMatch-EMA wired in), side by side in one run.
 
 The baseline is a git worktree of --baseline (default e9e60fa, the last commit before the seam) with
 this tree's built extension copied in (csrc/ is unchanged since). Rounds alternate the two trees, each
-a fresh process training `--iters` iterations of configs/demo.yaml (FixMatch + VLM-PP with the
+a fresh process training `--iters` iterations of semiearth/configs/demo.yaml (FixMatch + VLM-PP with the
 prototype classifier, every 2nd iteration, the same overrides for both) with evaluation, checkpoints
 and panels off; a round's seconds per iteration are the loop's own stage times (data, teacher,
 purify, student, optimiser) from metrics.jsonl, after the first `--warmup` iterations.
@@ -48,7 +48,10 @@ def baseline_tree(rev: str, where: str) -> str:
 def seconds_per_iteration(tree: str, iters: int, warmup: int, out: str) -> tuple[float, dict]:
     """Train `iters` iterations with the code of `tree`; the mean loop seconds per iteration after
     warmup, and per stage."""
-    cmd = [sys.executable, "-m", "semiearth.train", "--config", os.path.join(tree, "configs", "demo.yaml")]
+    config = os.path.join(tree, "semiearth", "configs", "demo.yaml")
+    if not os.path.exists(config):  # revisions before the configs moved into the package
+        config = os.path.join(tree, "configs", "demo.yaml")
+    cmd = [sys.executable, "-m", "semiearth.train", "--config", config]
     for o in [*OVERRIDES, f"train.iters={iters}", f"out_dir={out}"]:
         cmd += ["--set", o]
     env = {**os.environ, "PYTHONPATH": tree}

@@ -4,7 +4,7 @@
 
 For each size N it writes an N x N uint8 RGB GeoTIFF (tiled 512 x 512, deflate, EPSG:32631: a
 smooth synthetic scene written a block of rows at a time) and runs ``semiearth-predict`` on it
-in a subprocess of its own, with a checkpoint of the demo model (configs/demo.yaml: EfficientNet-
+in a subprocess of its own, with a checkpoint of the demo model (semiearth/configs/demo.yaml: EfficientNet-
 Lite0 FPN, 6 classes; weights initialised, not trained: memory and time do not depend on them;
 ``--model tiny`` for a quick run) at the config's window (512 px, overlap 0.25). A 512 x 512 image
 gives the baseline (Python, torch, the model). Peak RSS is the subprocess's ``ru_maxrss``, read
@@ -68,7 +68,7 @@ def write_checkpoint(path: str, model: str) -> dict:
     from semiearth.train.checkpoint import save_checkpoint
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "configs", "demo.yaml")) as f:
+    with open(os.path.join(root, "semiearth", "configs", "demo.yaml")) as f:
         raw = yaml.safe_load(f)
     raw.pop("compare_baseline", None)
     raw["model"]["pretrained"] = False

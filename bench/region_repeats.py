@@ -1,7 +1,7 @@
 """How often does a training run send the same region to the classifier again? (issue 21: would a
 VLM answer cache pay?)
 
-Trains a config (default configs/demo.yaml, shortened with --set) with its classifier wrapped: every
+Trains a config (default semiearth/configs/demo.yaml, shortened with --set) with its classifier wrapped: every
 crop the purifier hands over is hashed (exact bytes of the [3,S,S] tensor: the key a cache of VLM
 answers would use) and, as a looser near-duplicate key, its 8x8 average-pooled thumbnail quantised
 to 16 levels per channel. Reports regions, repeat hits (a crop seen before in the run), the hit rate
@@ -67,7 +67,7 @@ def wrap(classifier, counter: Counter):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--config", default="demo")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.iters=200")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
+from semiearth.configs import config_path, packaged_configs
+
 POTSDAM_CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
 POTSDAM_PALETTE = [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -469,6 +471,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     """Read YAML `path` (or defaults when None), apply overrides, and return a typed Config."""
     data: dict = {}
     if path:
+        path = config_path(path)
         data = read_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
@@ -479,9 +482,14 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
 def read_yaml(path: str) -> Any:
     """yaml.safe_load of the file `path` ({} when empty); every problem is one ConfigError line naming it."""
     if os.path.isdir(path):
-        raise ConfigError(f"{path} is a folder, not a config file: give a YAML file, e.g. configs/demo.yaml")
+        raise ConfigError(
+            f"{path} is a folder, not a config file: give a YAML file or a packaged config name, e.g. demo"
+        )
     if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(
+            f"config file not found: {path}; give a YAML file or a packaged config: {', '.join(packaged_configs())} "
+            "(semiearth-train --list-configs)"
+        )
     try:
         with open(path, "rb") as f:
             raw = f.read()

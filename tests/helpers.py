@@ -34,14 +34,14 @@ TINY_RUN = [
 ]
 
 
-# semiearth-train on configs/demo.yaml shrunk to TINY_RUN, without checkpoints or panels.
+# semiearth-train on semiearth/configs/demo.yaml shrunk to TINY_RUN, without checkpoints or panels.
 TINY_CLI = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
 
 
 def cli_args(out, *overrides, extra=()) -> list:
     """semiearth-train's argv for a TINY_CLI run into `out` with more --set overrides."""
     sets = [a for o in [*TINY_CLI, *overrides] for a in ("--set", o)]
-    return ["--config", "configs/demo.yaml", "--out", str(out), *sets, *extra]
+    return ["--config", "demo", "--out", str(out), *sets, *extra]
 
 
 def one_line_error(capsys, *words) -> str:

@@ -54,5 +54,5 @@ def test_bad_override_syntax():
 
 
 def test_demo_config_loads():
-    cfg = load_config("configs/demo.yaml")
+    cfg = load_config("demo")
     assert cfg.compare_baseline and cfg.model.name == "effnet_lite0_fpn" and cfg.purify.method == "prototype"

@@ -31,7 +31,7 @@ QUIET = {"progress": False, "log": lambda *a: None}
 BAR = re.compile(r"\d+%\|")  # a tqdm progress bar segment
 
 
-def train_args(out, *overrides, config="configs/demo.yaml"):
+def train_args(out, *overrides, config="demo"):
     return ["--config", config, "--out", str(out), *[a for o in [*TINY, *overrides] for a in ("--set", o)]]
 
 
@@ -198,7 +198,7 @@ def test_an_error_inside_a_dataloader_worker_is_its_own_one_line(tmp_path, capsy
     for m in (data / "masks").iterdir():  # labels outside the 3 classes: the dataset refuses them in the workers
         Image.fromarray(np.full((20, 20), 7, np.uint8)).save(m)
     sets = [f"data.root={data}", *FOLDER_RUN, "train.num_workers=2"]
-    argv = ["--config", "configs/folder.yaml", "--out", str(tmp_path / "R")]
+    argv = ["--config", "folder", "--out", str(tmp_path / "R")]
     assert train_main(argv + [a for s in sets for a in ("--set", s)]) == 4
     line = one_line(capsys, "data error", str(data / "masks"), "outside the class range", "7: 400 px")
     assert "DataLoader worker" not in line and "Caught" not in line

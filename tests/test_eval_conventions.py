@@ -66,7 +66,7 @@ def test_tables_name_the_convention():
 
 def test_unknown_class_is_a_one_line_config_error():
     with pytest.raises(ConfigError) as err:
-        load_config("configs/potsdam.yaml", ["eval.exclude_classes=[clutter, cars]"])
+        load_config("potsdam", ["eval.exclude_classes=[clutter, cars]"])
     text = str(err.value)
     assert "\n" not in text and "'cars'" in text and "impervious_surface" in text and "clutter" in text
     with pytest.raises(ConfigError, match="boundary_erosion"):
@@ -76,7 +76,7 @@ def test_unknown_class_is_a_one_line_config_error():
 
 
 def test_isprs_configs_state_the_default():
-    for path in ("configs/potsdam.yaml", "configs/potsdam_dinov2.yaml", "configs/vaihingen.yaml"):
+    for path in ("potsdam", "potsdam_dinov2", "vaihingen"):
         cfg = load_config(path)
         assert cfg.eval.exclude_classes == ["clutter"] and cfg.eval.boundary_erosion == 0
         assert cfg.eval.select_best == "full"

@@ -151,7 +151,7 @@ def test_ratio_parsing_and_cli_errors(tmp_path, capsys):
     Image.fromarray(np.full((50, 70), 1, np.uint8)).save(tmp_path / "src" / "ann" / "s1.png")
     argv = ["loveda", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--tile", "32", "--no-progress"]
     assert prepare_main(argv) == 0
-    assert "semiearth-train --config configs/loveda.yaml" in capsys.readouterr().out
+    assert "semiearth-train --config loveda" in capsys.readouterr().out
     assert prepare_main(argv) == 1 and "not empty" in capsys.readouterr().err
     assert prepare_main([*argv, "--overwrite"]) == 0
 

@@ -118,7 +118,7 @@ def test_sigkill_during_save_leaves_latest_intact_and_the_orphan_is_removed(tmp_
     assert load_checkpoint(str(out / "latest.pth"))["w"].shape == (8_000_000,)  # the old or the new one, whole
 
     # the next start removes the orphan (here a run that trains into the folder with --overwrite)
-    args = ["--config", "configs/demo.yaml", "--out", str(out), "--set", "compare_baseline=false"]
+    args = ["--config", "demo", "--out", str(out), "--set", "compare_baseline=false"]
     assert main([*args, *[a for o in TINY for a in ("--set", o)], "--overwrite"]) == 0
     assert not list(out.glob(".tmp-*.pth"))
     assert "left by an interrupted save" in capsys.readouterr().err

@@ -62,13 +62,13 @@ def test_existing_run_is_refused_and_left_intact(tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, config, words",
     [
-        (["data.crop_size=-5"], "configs/demo.yaml", ["data.crop_size", ">= 1", "-5"]),
-        (["eval.stride=0"], "configs/demo.yaml", ["eval.stride", ">= 1"]),
-        (["train.threshold=1.5"], "configs/demo.yaml", ["train.threshold", "<= 1"]),
-        (["data.options={size: 40, bogus: 1}"], "configs/demo.yaml", ["data.options.bogus", "size"]),
-        ([], "configs/loveda.yaml", ["data.root", "data/loveda", "does not exist", "semiearth-prepare loveda"]),
-        (["data.root="], "configs/folder.yaml", ["data.root is not set"]),
-        (["data.options={auto_splt: true}"], "configs/folder.yaml", ["data.options.auto_splt", "auto_split"]),
+        (["data.crop_size=-5"], "demo", ["data.crop_size", ">= 1", "-5"]),
+        (["eval.stride=0"], "demo", ["eval.stride", ">= 1"]),
+        (["train.threshold=1.5"], "demo", ["train.threshold", "<= 1"]),
+        (["data.options={size: 40, bogus: 1}"], "demo", ["data.options.bogus", "size"]),
+        ([], "loveda", ["data.root", "data/loveda", "does not exist", "semiearth-prepare loveda"]),
+        (["data.root="], "folder", ["data.root is not set"]),
+        (["data.options={auto_splt: true}"], "folder", ["data.options.auto_splt", "auto_split"]),
     ],
 )
 def test_config_mistakes_are_one_line_errors(tmp_path, capsys, overrides, config, words):
@@ -81,7 +81,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path, capsys, overrides, config
 def test_empty_config_is_a_short_cpu_run(tmp_path):
     (tmp_path / "empty.yaml").write_text("")
     cfg = load_config(str(tmp_path / "empty.yaml"))
-    demo = load_config("configs/demo.yaml")
+    demo = load_config("demo")
     check_data_config(cfg.data)  # needs no files
     assert cfg.model.name == "effnet_lite0_fpn" and cfg.data.name == "synthetic"
     assert cfg.data.crop_size == demo.data.crop_size == 64

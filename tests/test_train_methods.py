@@ -171,7 +171,7 @@ def test_every_method_trains_in_bf16_with_gradient_clipping(tmp_path, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_semiearth_train_set_train_method_on_the_demo_config(tmp_path, method):
-    """`semiearth-train --config configs/demo.yaml --set train.method=M`, with VLM-PP (the demo's
+    """`semiearth-train --config demo --set train.method=M`, with VLM-PP (the demo's
     prototype classifier) and without, at a toy scale."""
     from semiearth.cli.train import main
 
@@ -179,7 +179,7 @@ def test_semiearth_train_set_train_method_on_the_demo_config(tmp_path, method):
     toy = [o for o in QUICK if not o.startswith("purify")] + ["compare_baseline=false", f"train.method={method}"]
     toy += ["purify.classifier_options={input_size: 32}", "purify.max_regions=2", "purify.every=1"]
     for purify in ("prototype", "none"):
-        argv = ["--config", os.path.join(root, "configs", "demo.yaml"), "--out", str(tmp_path / purify)]
+        argv = ["--config", os.path.join(root, "semiearth", "configs", "demo.yaml"), "--out", str(tmp_path / purify)]
         for o in [*toy, f"purify.method={purify}"]:
             argv += ["--set", o]
         assert main(argv) == 0

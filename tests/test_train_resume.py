@@ -33,7 +33,7 @@ ARGS = [
 
 
 def command(out, *extra):
-    cmd = [sys.executable, "-m", "semiearth.train", "--config", "configs/demo.yaml", "--set", "compare_baseline=false"]
+    cmd = [sys.executable, "-m", "semiearth.train", "--config", "demo", "--set", "compare_baseline=false"]
     for a in [*ARGS, f"out_dir={out}"]:
         cmd += ["--set", a]
     return cmd + list(extra)

@@ -125,7 +125,7 @@ def test_a_zero_std_is_named_as_the_cause(tmp_path):
     from semiearth.train import train
     from semiearth.train.divergence import TrainingDiverged
 
-    cfg = load_config("configs/demo.yaml", [*TINY, "train.iters=4", f"out_dir={tmp_path / 'R'}"])
+    cfg = load_config("demo", [*TINY, "train.iters=4", f"out_dir={tmp_path / 'R'}"])
     cfg.data.std = [0.0, 0.0, 0.0]
     with pytest.raises(TrainingDiverged, match=r"likely cause: data\.std \[0\.0, 0\.0, 0\.0\] holds a zero"):
         train(cfg)
@@ -176,7 +176,7 @@ def test_fp16_overflows_stop_a_training_at_the_20th_in_a_row(tmp_path, monkeypat
     monkeypatch.setattr(T, "build_method", scaled_method)
     monkeypatch.setattr(Method, "backward", lambda self, loss: backward(self, loss * float("inf")))
     out = tmp_path / "R"
-    cfg = load_config("configs/demo.yaml", [*TINY, "train.iters=30", "train.log_every=25", "train.ckpt_every=10"])
+    cfg = load_config("demo", [*TINY, "train.iters=30", "train.log_every=25", "train.ckpt_every=10"])
     cfg.out_dir = str(out)
     with pytest.raises(
         TrainingDiverged, match=r"20 fp16 gradient overflows in a row \(iterations 1-20.*latest\.pth \(iteration 10\)"
@@ -211,7 +211,7 @@ def test_resume_with_a_new_lr_trains_at_it_and_records_it(run_dir, capsys):
     assert main(args(run_dir, "train.iters=8", "train.lr=0.02", extra=["--resume"])) == 0
     out = capsys.readouterr().out
     assert "train.lr 0.01 -> 0.02" in out and "train.iters 4 -> 8" in out  # the log names the changed keys
-    cfg = load_config("configs/demo.yaml", [*TINY, "train.iters=8", "train.lr=0.02"])
+    cfg = load_config("demo", [*TINY, "train.iters=8", "train.lr=0.02"])
     rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     resumed = [r for r in rows if r["split"] == "resume"]
     assert len(resumed) == 1 and resumed[0]["iter"] == 4 and resumed[0]["changed"]["train.lr"] == [0.01, 0.02]

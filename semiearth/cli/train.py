@@ -1,5 +1,7 @@
-"""semiearth-train --config configs/X.yaml [--set key=value ...] [--out DIR] [--resume | --overwrite]
+"""semiearth-train --config NAME|FILE.yaml [--set key=value ...] [--out DIR] [--resume | --overwrite]
 
+NAME is a config that ships with the package (`semiearth-train --list-configs` lists them: demo,
+potsdam, loveda, ...); FILE.yaml a config of your own.
 An output folder that already holds a run is refused unless --resume (continue it from
 OUT/latest.pth) or --overwrite (delete it and start again) is given.
 Ctrl-C or SIGTERM: the run stops after the current step and saves OUT/latest.pth (exit 130 / 143);
@@ -21,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="semiearth-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    p.add_argument("--config", help="a packaged config's name (see --list-configs) or a YAML file")
+    p.add_argument("--list-configs", action="store_true", help="list the packaged configs and exit")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -34,7 +37,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/latest.pth")
     mode.add_argument("--overwrite", action="store_true", help="delete the run already in OUT and start again")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.config and not args.list_configs:
+        p.error("--config is required: a packaged config's name (--list-configs) or a YAML file")
+    return args
+
+
+def list_configs() -> None:
+    """Print each packaged config's name and its first comment line (what it trains)."""
+    from semiearth.configs import config_path, packaged_configs
+
+    for name in packaged_configs():
+        with open(config_path(name)) as f:
+            first = f.readline().strip()
+        print(f"{name:28s} {first.lstrip('# ') if first.startswith('#') else ''}")
 
 
 def _latest_checkpoint(out_dir: str) -> str | None:
@@ -49,6 +65,9 @@ def _latest_checkpoint(out_dir: str) -> str | None:
 @cli_main("semiearth-train", io_code=1, data_code=4)
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.list_configs:
+        list_configs()
+        return 0
     from semiearth.config import ConfigError, load_config
     from semiearth.data.classes import LabelError
     from semiearth.data.io import DataError

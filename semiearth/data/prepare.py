@@ -841,7 +841,7 @@ def assemble(out: str, scene: str) -> tuple[np.ndarray, np.ndarray | None]:
 def config_hint(dataset: str, out: str, tags) -> str:
     tag = tags[0] if tags else "1_100"
     return (
-        f"train with: semiearth-train --config configs/{dataset}.yaml --set data.root={out} "
+        f"train with: semiearth-train --config {dataset} --set data.root={out} "
         f"--set data.splits.labeled=splits/{tag}/labeled.txt --set data.splits.unlabeled=splits/{tag}/unlabeled.txt"
     )
 

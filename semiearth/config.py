@@ -63,9 +63,11 @@ class DataConfig:
 class ModelConfig:
     """Segmentation model: a `semiearth.models` registry name and its options."""
 
-    name: Literal["effnet_lite0_fpn", "dinov2_dpt", "tiny"] = "effnet_lite0_fpn"
+    name: Literal["effnet_lite0_fpn", "dinov2_dpt", "tiny", "smp"] = "effnet_lite0_fpn"
     pretrained: bool = True
-    weights: str = ""  # local file with backbone weights (dinov2_dpt); empty = hub when online
+    weights: str = ""  # local file with backbone weights (dinov2_dpt, smp); empty = hub when online
+    arch: str = ""  # smp: the segmentation_models_pytorch architecture (Unet, DeepLabV3Plus, UPerNet, Segformer, ...)
+    encoder: str = ""  # smp: the encoder (resnet34, mit_b0, tu-<timm name>, ...)
     variant: Literal["small", "base", "large"] = "small"  # DINOv2 size
     decoder_channels: int = 64
 

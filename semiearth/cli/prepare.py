@@ -4,6 +4,8 @@
     semiearth-prepare potsdam --src Potsdam/ --out data/potsdam --tile 512 --stride 512
     semiearth-prepare vaihingen --src Vaihingen/ --out data/vaihingen
     semiearth-prepare openearthmap --src OpenEarthMap_wo_xBD/ --out data/oem
+    semiearth-prepare deepglobe --src land-train-valid-test/ --out data/deepglobe --tile 612
+    semiearth-prepare potsdam --src Potsdam/ --out data/potsdam_authors --protocol semiearth   # the paper's split (leaks)
     semiearth-prepare folder --src my_data/ --out data/mine --num-classes 5
     semiearth-prepare check --out data/loveda          # re-check a prepared folder for split overlap
 
@@ -19,7 +21,7 @@ import sys
 from semiearth.cli import check_output_dir, cli_main, describe, printable
 from semiearth.data.classes import LabelError
 from semiearth.data.io import DataError
-from semiearth.data.prepare import DEFAULT_RATIOS, check_splits, config_hint, prepare
+from semiearth.data.prepare import DEFAULT_RATIOS, PATCH_WARNING, PROTOCOLS, check_splits, config_hint, prepare
 from semiearth.data.registry import preparable_datasets
 
 
@@ -43,16 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default 0)")
     p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="scene",
+        help="scene (default): whole scenes per split, leak-free; semiearth: the SemiEarth authors' split, "
+        "all labelled patches of all scenes shuffled 60/20/20 (scenes straddle the splits: inflated test mIoU)",
+    )
+    p.add_argument(
         "--val-frac",
         type=float,
-        default=0.1,
-        help="share of train scenes held out as val when the dataset has no official val",
+        default=None,
+        help="share held out as val: of the train scenes when the dataset has no official val (default 0.1); "
+        "with --protocol semiearth of all labelled patches (default 0.2)",
     )
     p.add_argument(
         "--test-frac",
         type=float,
-        default=0.1,
-        help="share of train scenes held out as test when the dataset has no official test",
+        default=None,
+        help="share held out as test: of the train scenes when the dataset has no official test (default 0.1); "
+        "with --protocol semiearth of all labelled patches (default 0.2)",
     )
     p.add_argument(
         "--on-unknown",
@@ -109,9 +120,13 @@ def main(argv=None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             log=lambda text: print(printable(text)),
+            protocol=args.protocol,
         )
         tags = [k.split("/")[0] for k in summary["splits"] if k.endswith("/labeled")]
         print(printable(config_hint(args.dataset, args.out, tags)))
+        if args.protocol == "semiearth":
+            print(f"semiearth-prepare: warning: {PATCH_WARNING} (also in {os.path.join(args.out, 'summary.md')})",
+                  file=sys.stderr)  # fmt: skip
         return 0
     except (DataError, LabelError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"semiearth-prepare: error: {printable(describe(e, args.out))}", file=sys.stderr)

@@ -22,6 +22,9 @@ split, write (:func:`read_scene`, :func:`cut_tiles`, :func:`split_tiles`, :func:
    test: the official split where the dataset has one, the rest held out from the train pool with
    ``--val-frac`` / ``--test-frac`` (seeded). With fewer than 3 scenes the hold-out is per tile
    (then ``--stride`` must be >= ``--tile``, so that tiles do not share pixels).
+   ``--protocol semiearth`` instead reproduces the SemiEarth authors' split (:func:`patch_split`):
+   all labelled patches of all scenes (official train and test alike) shuffled 60/20/20, so scenes
+   straddle the splits; a warning is printed and written into summary.md (docs/protocols.md).
 4. writes ``splits/<a>_<b>/labeled.txt`` + ``unlabeled.txt`` for every ratio a/b (nested: the 1/100
    labelled tiles are among the 5/100 ones), ``splits/train.txt``, ``val.txt``, ``test.txt``; checks
    that no tile (and no scene, for scene-level splits) is in two of them; writes ``summary.json`` /
@@ -54,6 +57,7 @@ from semiearth.data.classes import (
     convert_colour_mask,
     convert_index_mask,
 )
+from semiearth.data.deepglobe import BINARISED, binarise
 from semiearth.data.folder import PREPARED_META
 from semiearth.data.io import (
     DataError,
@@ -72,6 +76,16 @@ from semiearth.data.registry import class_spec, scene_finder
 from semiearth.files import current_umask
 
 DEFAULT_RATIOS = ("1/100", "5/100", "10/100")
+PROTOCOLS = ("scene", "semiearth")
+# default (val, test) shares per protocol: of the train scenes (scene), of all labelled patches (semiearth:
+# the SemiEarth authors' 60/20/20, splits/splits.py of their repository)
+DEFAULT_FRACS = {"scene": (0.1, 0.1), "semiearth": (0.2, 0.2)}
+PATCH_WARNING = (
+    "--protocol semiearth splits PATCHES at random over all tiles, so tiles (scenes) straddle train, val and "
+    "test: neighbouring patches of one scene are in training and in test, which inflates test mIoU "
+    "(docs/protocols.md measures by how much). Use it only to compare with the SemiEarth paper's tables; "
+    "the default --protocol scene gives leak-free numbers."
+)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -218,11 +232,20 @@ def check_same_bands(scenes: list[Scene]) -> None:
 def convert_label(scene: Scene, on_unknown: str, palette=None, dataset: str = "") -> tuple[np.ndarray, dict]:
     """Raw label of `scene` -> (train ids [H,W] uint8, unknown values/colours with pixel counts).
 
+    `scene.label_kind`: "index", "colour", or "colour_binarised" (every channel set to 0/255 at 128
+    first, as DeepGlobe's official README asks: its masks are not always exact 0/255).
+
     `palette` (train id -> RGB of the dataset) lets a palette PNG given as an index label be checked:
     its colours must be the dataset's (or gray), so another dataset's colour labels saved as palette
     PNGs are not read as indices."""
     raw = read_label(scene.label)
     colours = read_label_palette(scene.label) if raw.ndim == 2 else None
+    if scene.label_kind == BINARISED:  # DeepGlobe: channels binarised at 128, then the colour lookup
+        if raw.ndim == 2 and colours is not None:
+            raw = colours[raw]
+        if raw.ndim == 2:
+            raise LabelError(f"{scene.label}: expected a colour (RGB) label, got a single-channel image")
+        return convert_colour_mask(binarise(raw), scene.encoding, scene.label, on_unknown="ignore")
     if scene.label_kind == "colour":
         if raw.ndim == 2 and colours is not None:  # a colour label stored as a palette PNG
             raw = colours[raw]
@@ -342,6 +365,25 @@ def _tile_holdout(train_tiles: list, val_frac, test_frac, have_val, have_test, s
     return flat(order[nv + nt :]), flat(order[:nv]), flat(order[nv : nv + nt])
 
 
+def patch_split(names: list[str], val_frac: float, test_frac: float, seed: int) -> tuple[list, list, list]:
+    """The SemiEarth authors' split (their splits/splits.py): every labelled patch of every scene
+    shuffled (seeded), the first floor(train share x n) train, the next floor(val_frac x n) val, the
+    rest test -- so patches of one scene land in several splits. At least one patch per non-empty
+    share (tiny sets); (train, val, test) names."""
+    names = sorted(names)
+    n = len(names)
+    fv, ft = Fraction(str(val_frac)), Fraction(str(test_frac))
+    n_train = max(1, int((1 - fv - ft) * n))
+    n_val = max(1, int(fv * n)) if fv > 0 else 0
+    if n_train + n_val + (1 if ft > 0 else 0) > n:
+        raise DataError(
+            f"only {n} labelled patch(es): cannot split them {float(1 - fv - ft):.0%}/{float(fv):.0%}/{float(ft):.0%} "
+            "(train/val/test) with one in each; use a smaller --tile or more scenes"
+        )
+    order = [names[i] for i in np.random.default_rng([seed, 2]).permutation(n)]
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
 # ----------------------------------------------------------------------------------------- main
 def prepare(
     dataset: str,
@@ -351,8 +393,8 @@ def prepare(
     stride: int | None = None,
     ratios=DEFAULT_RATIOS,
     seed: int = 0,
-    val_frac: float = 0.1,
-    test_frac: float = 0.1,
+    val_frac: float | None = None,
+    test_frac: float | None = None,
     on_unknown: str = "error",
     label_variant: str = "auto",
     image_variant: str = "RGB",
@@ -361,8 +403,17 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     log=print,
+    protocol: str = "scene",
 ) -> dict:
-    """Prepare ``dataset`` from ``src`` into ``out``; returns the summary dict (also written)."""
+    """Prepare ``dataset`` from ``src`` into ``out``; returns the summary dict (also written).
+
+    ``protocol``: "scene" (default, leak-free: whole scenes per split) or "semiearth" (the SemiEarth
+    authors' split: all labelled patches of all scenes shuffled 60/20/20; see :func:`patch_split`).
+    ``val_frac`` / ``test_frac`` None: the protocol's default (:data:`DEFAULT_FRACS`)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown --protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    val_frac = DEFAULT_FRACS[protocol][0] if val_frac is None else val_frac
+    test_frac = DEFAULT_FRACS[protocol][1] if test_frac is None else test_frac
     stride = tile if stride is None else stride
     if tile < 1 or stride < 1:
         raise ValueError(f"--tile and --stride must be >= 1, got {tile} and {stride}")
@@ -394,6 +445,8 @@ def prepare(
         dataset, src, label_variant=label_variant, image_variant=image_variant, num_classes=num_classes
     )
     check_same_bands(scenes)
+    if protocol == "semiearth":
+        log(f"warning: {PATCH_WARNING}")
     final_out = out
     if os.path.exists(out) and os.listdir(out):
         if not overwrite:
@@ -411,6 +464,7 @@ def prepare(
         dataset=dataset, src=src, tile=tile, stride=stride, tags=tags, seed=seed, val_frac=val_frac,
         test_frac=test_frac, on_unknown=on_unknown, label_variant=label_variant, num_classes=num_classes,
         class_names=class_names, palette=palette, check_palette=spec is not None, value_scale=value_scale,
+        protocol=protocol,
     )  # fmt: skip
     try:
         summary = _prepare_into(out, scenes, plan, progress=progress, log=log)
@@ -443,11 +497,16 @@ class Plan:
     palette: list
     check_palette: bool  # palette PNG labels must use the dataset's colours (datasets with a class table)
     value_scale: float
+    protocol: str = "scene"  # "scene" (leak-free) or "semiearth" (patch-level, the authors' split)
 
 
 def _prepare_into(out: str, scenes: list[Scene], plan: Plan, *, progress: bool, log) -> dict:
     """read -> tile (per scene), then split -> write, into the (temporary) folder `out`."""
-    split_of, level = assign_splits(scenes, plan.val_frac, plan.test_frac, plan.seed)
+    if plan.protocol == "semiearth":  # every labelled scene to the patch pool; split per patch later
+        split_of = {s.name: "unlabeled" if s.label is None or s.role == "unlabeled" else "train" for s in scenes}
+        level = "patch"
+    else:
+        split_of, level = assign_splits(scenes, plan.val_frac, plan.test_frac, plan.seed)
     if level == "tile" and plan.stride < plan.tile:
         raise DataError(
             f"only {sum(s.label is not None for s in scenes)} labelled scene(s): val/test are held out per tile, "
@@ -472,7 +531,7 @@ def _prepare_into(out: str, scenes: list[Scene], plan: Plan, *, progress: bool, 
     write_meta(out, plan=plan, level=level, ratio_info=ratio_info, unknown=unknown_report, scenes=scene_meta,
                tiles=tiles)  # fmt: skip
     check_splits(out)
-    summary = summarise(out, tiles, lists, plan.num_classes, plan.class_names)
+    summary = summarise(out, tiles, lists, plan.num_classes, plan.class_names, protocol=plan.protocol)
     log(summary_markdown(summary))
     summary["tiles"], summary["scenes"] = len(tiles), len(scene_meta)
     return summary
@@ -613,10 +672,14 @@ def cut_tiles(scene: Scene, raster, mask, *, out: str, plan: Plan) -> list[Tile]
 # ----------------------------------------------------------------------------------------- split
 def split_tiles(tiles: list[Tile], split_of: dict, level: str, *, plan: Plan) -> dict[str, list[str]]:
     """Tile names per split (train, val, test, unlabeled), sorted; tile-level hold-out when `level`
-    is "tile"."""
+    is "tile", the SemiEarth authors' random patch split when it is "patch"."""
     by_split: dict[str, list[str]] = {"train": [], "val": [], "test": [], "unlabeled": []}
     for t in tiles:
         by_split[split_of[t.scene]].append(t.name)
+    if level == "patch":
+        by_split["train"], by_split["val"], by_split["test"] = patch_split(
+            by_split["train"], plan.val_frac, plan.test_frac, plan.seed
+        )
     if level == "tile":
         have_val = any(s == "val" for s in split_of.values())
         have_test = any(s == "test" for s in split_of.values())
@@ -633,6 +696,17 @@ def split_tiles(tiles: list[Tile], split_of: dict, level: str, *, plan: Plan) ->
 
 
 # ----------------------------------------------------------------------------------------- write
+def labeled_split(train: list[str], ratio, seed: int, floor: bool = False) -> tuple[list[str], list[str]]:
+    """(labelled, unlabelled) names of the train pool at `ratio`, each sorted: the first
+    k = round(ratio * len) (at least 1) of one seeded order, so the ratios of one seed are nested.
+    ``floor``: k = int(ratio * len) (at least 1), the SemiEarth authors' rule (--protocol semiearth).
+    Shared by `write_splits` and the torchgeo data source (semiearth/data/torchgeo.py)."""
+    ordered = [train[i] for i in np.random.default_rng([seed, 1]).permutation(len(train))]
+    k = int(parse_ratio(ratio) * len(train)) if floor else round(float(ratio) * len(train))
+    k = min(len(train), max(1, k))
+    return sorted(ordered[:k]), sorted(ordered[k:])
+
+
 def write_splits(out: str, tiles: list[Tile], by_split: dict, *, plan: Plan) -> tuple[dict, dict]:
     """splits/train.txt, val.txt, test.txt, unlabeled_only.txt and <a>_<b>/labeled.txt + unlabeled.txt
     for every ratio (nested: seeded order, the first k train tiles are labelled); returns (the lists
@@ -659,13 +733,11 @@ def write_splits(out: str, tiles: list[Tile], by_split: dict, *, plan: Plan) -> 
     if by_split["unlabeled"]:
         write_list("unlabeled_only.txt", by_split["unlabeled"])
     train = by_split["train"]
-    perm = np.random.default_rng([plan.seed, 1]).permutation(len(train))
-    ordered = [train[i] for i in perm]
     ratio_info = {}
+    authors = plan.protocol == "semiearth"  # their rule: int(p * n) labelled, unlabelled = the other train patches
     for tag, r in plan.tags:
-        k = min(len(train), max(1, round(float(r) * len(train))))
-        labeled = sorted(ordered[:k])
-        unlabeled = sorted(ordered[k:]) + by_split["unlabeled"]
+        labeled, rest = labeled_split(train, r, plan.seed, floor=authors)
+        unlabeled = rest + ([] if authors else by_split["unlabeled"])
         os.makedirs(os.path.join(split_dir, tag), exist_ok=True)
         write_list(f"{tag}/labeled.txt", labeled)
         if unlabeled:
@@ -687,6 +759,8 @@ def write_meta(out: str, *, plan: Plan, level: str, ratio_info: dict, unknown: d
         "val_frac": plan.val_frac,
         "test_frac": plan.test_frac,
         "split_level": level,
+        "protocol": plan.protocol,
+        **({"warning": PATCH_WARNING} if plan.protocol == "semiearth" else {}),
         "ratios": ratio_info,
         "on_unknown": plan.on_unknown,
         "label_variant": plan.label_variant,
@@ -754,7 +828,8 @@ def check_splits(out: str) -> None:
         for scene, gs in scene_split.items():
             if len(gs) > 1:
                 problems.append(f"scene {scene} has tiles in {sorted(gs)}")
-    else:  # tile level: no two tiles of different splits may share pixels
+    elif meta.get("split_level") != "patch":  # tile level: no two tiles of different splits may share pixels
+        # (patch level, --protocol semiearth, mixes the patches of a scene on purpose)
         by_scene = {}
         for g, members in groups.items():
             for n in members:
@@ -770,7 +845,11 @@ def check_splits(out: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- summary
-def summarise(out: str, tiles: list[Tile], lists: dict[str, list[str]], num_classes: int, class_names) -> dict:
+def summarise(
+    out: str, tiles: list[Tile], lists: dict[str, list[str]], num_classes: int, class_names, protocol: str = "scene"
+) -> dict:
+    """summary.json and summary.md: tiles, scenes and class frequencies per split list, the protocol
+    (and, for --protocol semiearth, the warning that scenes straddle the splits)."""
     tile_of = {t.name: t for t in tiles}
     splits = {}
     for rel, names in lists.items():
@@ -799,7 +878,13 @@ def summarise(out: str, tiles: list[Tile], lists: dict[str, list[str]], num_clas
             "mean": [round(float(v), 4) for v in mean],
             "std": [round(float(v), 4) for v in std],
         }
-    summary = {"class_names": list(class_names), "splits": splits}
+    summary = {"class_names": list(class_names), "protocol": protocol, "splits": splits}
+    if protocol == "semiearth":
+        summary["warning"] = PATCH_WARNING
+        scenes_in = {k: {tile_of[n].scene for n in lists.get(f"{k}.txt", [])} for k in ("train", "val", "test")}
+        summary["scenes_straddling"] = len(
+            (scenes_in["train"] & (scenes_in["val"] | scenes_in["test"])) | (scenes_in["val"] & scenes_in["test"])
+        )
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "summary.md"), "w") as f:
@@ -814,7 +899,11 @@ def summary_markdown(summary: dict) -> str:
     for split, s in summary["splits"].items():
         freq = " | ".join(f"{100 * s['frequency'][n]:.1f}%" for n in names)
         rows.append(f"| {split} | {s['tiles']} | {s['scenes']} | {freq} | {100 * s['ignore_share']:.1f}% |")
-    return "class frequencies per split (share of labelled pixels):\n" + "\n".join(rows)
+    table = "class frequencies per split (share of labelled pixels):\n" + "\n".join(rows)
+    if "warning" not in summary:
+        return table
+    straddle = f" ({summary['scenes_straddling']} scene(s) have patches in more than one of train/val/test)"
+    return f"**WARNING (protocol {summary['protocol']})**: {summary['warning']}{straddle}\n\n{table}"
 
 
 # ----------------------------------------------------------------------------------------- assemble
@@ -848,12 +937,15 @@ def config_hint(dataset: str, out: str, tags) -> str:
 
 __all__ = [
     "DEFAULT_RATIOS",
+    "PATCH_WARNING",
+    "PROTOCOLS",
     "assemble",
     "assign_splits",
     "check_splits",
     "config_hint",
     "find_scenes",
     "parse_ratio",
+    "patch_split",
     "prepare",
     "ratio_tag",
     "tile_starts",

@@ -37,6 +37,7 @@ DATASETS: dict[str, str] = {
     "potsdam": "semiearth.data.isprs:Potsdam",
     "vaihingen": "semiearth.data.isprs:Vaihingen",
     "openearthmap": "semiearth.data.openearthmap:OpenEarthMap",
+    "deepglobe": "semiearth.data.deepglobe:DeepGlobe",
     "folder": "semiearth.data.folder:FolderDataset",
 }
 

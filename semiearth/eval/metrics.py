@@ -5,8 +5,11 @@ neither prediction nor target has no IoU/F1 (NaN) and is left out of the means.
 
 Evaluation conventions (eval.exclude_classes, eval.boundary_erosion): classes excluded from a second
 mean reported beside the full one ("mIoU_excluded", "mF1_excluded"), and ground truth eroded at class
-boundaries (`erode_boundaries`). Every metrics dict names its convention in "protocol", and tables
-print it in the mean rows, so a number is never without its protocol.
+boundaries (`erode_boundaries`). Every metrics dict names its convention in "protocol" -- the class
+count, the excluded classes, the ground truth the numbers are on (which labels: e.g. "ISPRS eroded
+labels", read from the prepared folder by `semiearth.eval.evaluate.ground_truth_labels`) and any
+erosion applied here -- and tables print it in the header and mean rows, so a number is never without
+its protocol.
 """
 
 from __future__ import annotations
@@ -51,30 +54,43 @@ def erode_boundaries(target: torch.Tensor, radius: int, ignore_index: int = 255)
     return out.to(target.dtype)
 
 
-def convention(num_classes: int, exclude: list[str] | None = None, erosion: int = 0) -> dict:
+# What a metrics dict says of its ground truth when the caller does not state it: a bare confusion
+# matrix cannot tell full from eroded labels, so it claims neither.
+UNKNOWN_LABELS = "labels unknown"
+
+
+def convention(
+    num_classes: int, exclude: list[str] | None = None, erosion: int = 0, labels: str = UNKNOWN_LABELS
+) -> dict:
     """The protocol of a metrics dict: {'full': label, 'excluded': label or None, 'exclude_classes',
-    'boundary_erosion'}, labels such as "6 classes, full labels" and
-    "5 classes, clutter excluded, boundaries eroded 3 px"."""
+    'boundary_erosion', 'labels'}. `labels` names the ground truth used (e.g. "ISPRS eroded labels");
+    erosion applied at evaluation is added to it, e.g. "6 classes, ISPRS full labels" and
+    "5 classes, clutter excluded, ISPRS full labels, boundaries eroded 3 px"."""
     exclude = list(exclude or [])
-    labels = "full labels" if erosion <= 0 else f"boundaries eroded {erosion} px"
+    truth = labels + (f", boundaries eroded {erosion} px" if erosion > 0 else "")
     excluded = None
     if exclude:
-        excluded = f"{num_classes - len(exclude)} classes, {', '.join(exclude)} excluded, {labels}"
+        excluded = f"{num_classes - len(exclude)} classes, {', '.join(exclude)} excluded, {truth}"
     return {
-        "full": f"{num_classes} classes, {labels}",
+        "full": f"{num_classes} classes, {truth}",
         "excluded": excluded,
         "exclude_classes": exclude,
         "boundary_erosion": max(0, erosion),
+        "labels": labels,
     }
 
 
 def metrics_from_confusion(
-    conf: torch.Tensor, class_names: list[str] | None = None, exclude: list[str] | None = None, erosion: int = 0
+    conf: torch.Tensor,
+    class_names: list[str] | None = None,
+    exclude: list[str] | None = None,
+    erosion: int = 0,
+    labels: str = UNKNOWN_LABELS,
 ) -> dict:
     """{'mIoU', 'OA', 'mF1', 'IoU': {name: v}, 'F1': {name: v}, 'protocol'} (fractions in [0, 1]); with
     `exclude` (class names) also 'mIoU_excluded' and 'mF1_excluded', the means without those classes
-    (beside the full means, never instead of them). `erosion` only names the convention: the caller
-    erodes the ground truth (`erode_boundaries`)."""
+    (beside the full means, never instead of them). `erosion` and `labels` only name the convention:
+    the caller erodes the ground truth (`erode_boundaries`) and knows which labels it read."""
     conf = conf.double()
     tp = conf.diag()
     gt = conf.sum(1)
@@ -99,7 +115,7 @@ def metrics_from_confusion(
         kept = [i for i, n in enumerate(names) if n not in exclude]
         out["mIoU_excluded"] = _nanmean([iou[i] for i in kept])
         out["mF1_excluded"] = _nanmean([f1[i] for i in kept])
-    out["protocol"] = convention(conf.shape[0], exclude, erosion)
+    out["protocol"] = convention(conf.shape[0], exclude, erosion, labels)
     return out
 
 
@@ -113,8 +129,10 @@ class SegMetric:
         class_names: list[str] | None = None,
         exclude: list[str] | None = None,
         erosion: int = 0,
+        labels: str = UNKNOWN_LABELS,
     ):
         self.num_classes = num_classes
+        self.labels = labels
         self.ignore_index = ignore_index
         self.class_names = class_names
         self.exclude = list(exclude or [])
@@ -135,12 +153,12 @@ class SegMetric:
             self.conf = t.cpu()
 
     def compute(self) -> dict:
-        return metrics_from_confusion(self.conf, self.class_names, self.exclude, self.erosion)
+        return metrics_from_confusion(self.conf, self.class_names, self.exclude, self.erosion, self.labels)
 
 
 def format_table(results: dict[str, dict], class_names: list[str]) -> str:
     """A text table of per-class IoU and mIoU/OA/mF1 (in %) for one or more named results. Its header
-    line and mean rows name the evaluation convention ("mIoU (6 classes, full labels)"), and with
+    line and mean rows name the evaluation convention ("mIoU (6 classes, ISPRS eroded labels)"), and with
     excluded classes the means without them follow as their own rows, beside the full ones."""
     heads = list(results)
     first = results[heads[0]]

@@ -371,7 +371,7 @@ class HFVLMClassifier:
         return torch.stack([mx - hx, my - hy, mx + hx, my + hy], 1)
 
     def pixels(self, crops: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] [N,3,S,S] from crops normalised with mean/std; view "box" draws the cell."""
+        """RGB in [0, 1], [N,3,S,S], from crops normalised with mean/std; view "box" draws the cell."""
         mean = crops.new_tensor(self.mean).view(1, 3, 1, 1)
         std = crops.new_tensor(self.std).view(1, 3, 1, 1)
         rgb = (crops * std).add_(mean).clamp_(0, 1)

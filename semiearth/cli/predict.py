@@ -33,6 +33,11 @@ Checkpoint format: a file written by ``semiearth.train.checkpoint.save_checkpoin
 ``config.data.num_classes`` outputs) and the weights of every network of its S4 method; the one the
 method evaluates is used by default (FixMatch: the EMA teacher), ``--weights NAME`` picks another,
 the same names as ``semiearth-eval``.
+
+``--format loveda-submission --out submission.zip`` (``--input`` the official LoveDA Test folder)
+writes the test predictions zipped as the LoveDA evaluation server scores them instead: one
+``<id>.png`` per Test image, 1024x1024 uint8, the server's class ids (:mod:`semiearth.eval.submission`,
+docs/submission.md).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semiearth.cli import WEIGHTS_HELP, OutputError, check_output_dir, cli_main, describe
+from semiearth.cli import WEIGHTS_HELP, OutputError, check_output_dir, check_output_file, cli_main, describe
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
 from semiearth.data.io import (
     IMAGE_EXTS,
@@ -59,6 +64,14 @@ from semiearth.data.io import (
     to_rgb_float,
 )
 from semiearth.eval.inference import predict_strips
+from semiearth.eval.submission import (
+    FORMATS,
+    SubmissionError,
+    SubmissionZip,
+    check_model_classes,
+    check_size,
+    submission_names,
+)
 
 
 class PredictError(RuntimeError):
@@ -279,6 +292,53 @@ WHOLE_IMAGE_PIXELS = 1 << 20  # images up to 1 Mpx are normalised whole; larger 
 GDAL_CACHE_MB = 64  # GDAL's block cache while predicting (its default, 5% of the RAM, would hold the raster)
 
 
+def _setup(model, cfg, window: int, overlap: float, batch_size: int):
+    """(window, stride, model size multiple, mean [3,1,1], std [3,1,1]) for predicting with ``cfg``."""
+    multiple = int(getattr(model, "size_multiple", 1) or 1)
+    window, stride = window_and_stride(window, overlap, multiple)
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    mean = torch.tensor(cfg.data.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(cfg.data.std, dtype=torch.float32).view(3, 1, 1)
+    return window, stride, multiple, mean, std
+
+
+def _open_source(reader, cfg, mean, std, bar) -> FileSource:
+    source = FileSource(reader, cfg.data.value_scale, mean, std)
+    if source.nonfinite:
+        bar.write(
+            f"semiearth-predict: note: {reader.path}: {source.nonfinite} pixel(s) hold NaN or inf values; "
+            f"they are no-data ({IGNORE_INDEX}) in the prediction",
+            file=sys.stderr,
+        )
+    return source
+
+
+def label_strips(model, source: FileSource, window: int, stride: int, batch_size: int, multiple: int, bar):
+    """(top row, labels [n,w] uint8) of one image, top to bottom; no-data pixels are IGNORE_INDEX.
+
+    Images up to WHOLE_IMAGE_PIXELS are normalised whole (:func:`sliding_predict`), larger ones read
+    a batch of windows at a time (:func:`semiearth.eval.inference.predict_strips`)."""
+    h, w = source.shape
+    bar.total += len(starts(max(h, window), window, stride)) * len(starts(max(w, window), window, stride))
+    bar.set_postfix_str(os.path.basename(source.reader.path))
+    if h * w <= WHOLE_IMAGE_PIXELS:
+        strips = [(0, sliding_predict(model, source.read(0, h, 0, w), window, stride, batch_size, multiple, bar))]
+    else:
+        strips = predict_strips(model, source, window, stride, batch_size, multiple, bar)
+    for top, rows in strips:
+        bad = source.invalid(top, top + len(rows))
+        if bad is not None:
+            rows[bad] = IGNORE_INDEX
+        yield top, rows
+
+
+def _progress(progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=0, unit="win", desc="predict", disable=not progress, file=sys.stderr)
+
+
 def predict_files(
     model,
     cfg,
@@ -294,54 +354,62 @@ def predict_files(
     Memory does not grow with the image: a GeoTIFF is read a batch of windows at a time (PNG/JPEG:
     the decoded uint8 image is held, Pillow has no windowed reader) and the outputs are written in
     row strips as the rows are finished (:func:`semiearth.eval.inference.predict_strips`)."""
-    from tqdm import tqdm
-
     data = cfg.data
-    multiple = int(getattr(model, "size_multiple", 1) or 1)
-    window, stride = window_and_stride(window, overlap, multiple)
-    if batch_size < 1:
-        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    window, stride, multiple, mean, std = _setup(model, cfg, window, overlap, batch_size)
     palette = [tuple(c) for c in (data.palette or default_palette(data.num_classes))]
     cmap = {i: (*palette[i], 255) for i in range(min(len(palette), 255))}
     cmap[IGNORE_INDEX] = (0, 0, 0, 0)
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).view(3, 1, 1)
     plan = output_files(inputs, out_dir)
     written = []
-    bar = tqdm(total=0, unit="win", desc="predict", disable=not progress, file=sys.stderr)
+    bar = _progress(progress)
     with gdal_cache(GDAL_CACHE_MB):
         for path, target, colour in plan:
             with ImageReader(path, data.bands) as reader:
-                source = FileSource(reader, data.value_scale, mean, std)
-                if source.nonfinite:
-                    bar.write(
-                        f"semiearth-predict: note: {path}: {source.nonfinite} pixel(s) hold NaN or inf values; "
-                        f"they are no-data ({IGNORE_INDEX}) in the prediction",
-                        file=sys.stderr,
-                    )
+                source = _open_source(reader, cfg, mean, std, bar)
                 h, w = source.shape
-                bar.total += len(starts(max(h, window), window, stride)) * len(starts(max(w, window), window, stride))
-                bar.set_postfix_str(os.path.basename(path))
-                if h * w <= WHOLE_IMAGE_PIXELS:
-                    strips = [
-                        (0, sliding_predict(model, source.read(0, h, 0, w), window, stride, batch_size, multiple, bar))
-                    ]
-                else:
-                    strips = predict_strips(model, source, window, stride, batch_size, multiple, bar)
                 geo = dict(crs=reader.crs, transform=reader.transform, nodata=IGNORE_INDEX, colormap=cmap)
                 with (
                     StripWriter(target, h, w, 1, **(geo if is_geotiff(target) else {})) as index,
                     StripWriter(colour, h, w, 3) as preview,
                 ):
-                    for top, rows in strips:
-                        bad = source.invalid(top, top + len(rows))
-                        if bad is not None:
-                            rows[bad] = IGNORE_INDEX
+                    for top, rows in label_strips(model, source, window, stride, batch_size, multiple, bar):
                         index.write(top, rows)
                         preview.write(top, np.moveaxis(colourise(rows, palette), -1, 0))
             written.append(target)
     bar.close()
     return written
+
+
+def predict_submission(
+    model,
+    cfg,
+    inputs: list[tuple[str, str]],
+    out_zip: str,
+    fmt: str,
+    window: int,
+    overlap: float,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> str:
+    """Segment the test images ``inputs`` into the zip ``out_zip`` in the form the benchmark's
+    evaluation server ``fmt`` scores (:mod:`semiearth.eval.submission`); returns its one-line summary.
+    The inputs' ids and sizes and the checkpoint's classes are checked before any prediction."""
+    spec = FORMATS[fmt]()
+    check_model_classes(spec, cfg.data.class_names, cfg.data.num_classes, "the checkpoint")
+    names = submission_names(spec, inputs)
+    window, stride, multiple, mean, std = _setup(model, cfg, window, overlap, batch_size)
+    bar = _progress(progress)
+    with gdal_cache(GDAL_CACHE_MB), SubmissionZip(spec, out_zip) as sub:
+        for path, name in names:
+            with ImageReader(path, cfg.data.bands) as reader:
+                check_size(spec, path, (reader.height, reader.width))
+                source = _open_source(reader, cfg, mean, std, bar)
+                labels = np.empty(source.shape, dtype=np.uint8)
+                for top, rows in label_strips(model, source, window, stride, batch_size, multiple, bar):
+                    labels[top : top + len(rows)] = rows
+            sub.add(name, labels)
+    bar.close()
+    return sub.summary()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,7 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         help="output folder: <name>.png (GeoTIFF input: <name>.tif) and <name>_colour.png per input; inputs that "
-        "would write the same file (a.jpg and a.png) get their extension into the name (a_jpg.png, a_png.png)",
+        "would write the same file (a.jpg and a.png) get their extension into the name (a_jpg.png, a_png.png). "
+        "--format loveda-submission: the zip file to write",
+    )
+    p.add_argument(
+        "--format",
+        choices=["files", *FORMATS],
+        default="files",
+        help="files: index + colour files per input (default); loveda-submission: the LoveDA Test predictions "
+        "zipped as its evaluation server takes them (--input the official Test folder, --out a .zip; "
+        "docs/submission.md)",
     )
     p.add_argument("--window", type=int, default=None, help="sliding-window size (default: eval.window of the config)")
     p.add_argument(
@@ -381,7 +458,10 @@ def check_args(args) -> None:
         raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.value_scale is not None and not args.value_scale > 0:
         raise PredictError(f"--value-scale must be > 0, got {args.value_scale}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if args.format != "files":
+        if not args.out.lower().endswith(".zip"):
+            raise PredictError(f"--format {args.format}: --out must name the .zip to write, got {args.out}")
+    elif os.path.exists(args.out) and not os.path.isdir(args.out):
         raise PredictError(f"--out {args.out} is a file; name a folder (it is created if missing)")
 
 
@@ -390,7 +470,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
-        check_output_dir(args.out)  # read-only, under a file: before the work, not after it
+        if args.format == "files":
+            check_output_dir(args.out)  # read-only, under a file: before the work, not after it
+        else:
+            check_output_file(args.out, "--out")
     except (PredictError, OutputError) as e:
         print(f"semiearth-predict: error: {e}", file=sys.stderr)
         return 2
@@ -400,10 +483,13 @@ def main(argv=None) -> int:
             cfg.data.value_scale = args.value_scale
         inputs = list_inputs(args.input)
         window = args.window or int(getattr(cfg.eval, "window", 0) or cfg.data.crop_size)
-        written = predict_files(
-            model, cfg, inputs, args.out, window, args.overlap, args.batch_size, not args.no_progress
-        )
-    except (PredictError, DataError, FileNotFoundError, RuntimeError) as e:
+        run = (model, cfg, inputs, args.out)
+        opts = (window, args.overlap, args.batch_size, not args.no_progress)
+        if args.format != "files":
+            print(predict_submission(*run, args.format, *opts))
+            return 0
+        written = predict_files(*run, *opts)
+    except (PredictError, SubmissionError, DataError, FileNotFoundError, RuntimeError) as e:
         print(f"semiearth-predict: error: {describe(e, args.out)}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} prediction(s) to {args.out}")

@@ -14,6 +14,12 @@ Encoding (raw ``masks_png``): 0 no-data -> ignore, 1 background -> 0, 2 building
   encoding): labeled = train, val = val, unlabeled = test, test = val (warned).
 
 Split lists in ``data.splits`` that exist under an official root are read with the raw encoding.
+
+Test submissions (``semiearth-predict --format loveda-submission``, docs/submission.md): the Test
+labels are withheld and scored by the benchmark's evaluation server, which takes one single-channel
+uint8 PNG per Test image (``<id>.png``, ids 4191..5986, 1024x1024) holding *raw label - 1*
+(0 background .. 6 agriculture; the official code reads masks as ``imread(mask) - 1`` and saves the
+argmax), zipped flat. :func:`submission_lut` derives that from the spec's encoding.
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from __future__ import annotations
 import os
 import warnings
 
-from semiearth.data.classes import LOVEDA, convert_index_mask
+import numpy as np
+
+from semiearth.data.classes import IGNORE_INDEX, LOVEDA, convert_index_mask
 from semiearth.data.folder import Item, SegmentationDataset
 from semiearth.data.io import DataError, list_images
 
 SCENES = ("Urban", "Rural")
+# The evaluation server's test set: Test/{Urban,Rural}/images_png/<id>.png, the last 1796 of the 5987 ids.
+TEST_IDS = range(4191, 5987)
+TEST_SIZE = (1024, 1024)  # (height, width) of every image and of every submitted prediction
+SUBMISSION_RAW_OFFSET = -1  # the server's class id = raw masks_png value - 1
+SUBMISSION_URL = "https://codalab.lisn.upsaclay.fr/competitions/421 (LoveDA Semantic Segmentation)"
 _OFFICIAL_DIRS = {"labeled": "Train", "val": "Val", "test": "Val", "unlabeled": "Test"}
 _MMSEG_DIRS = {"labeled": "train", "val": "val", "test": "val", "unlabeled": "test"}
 
@@ -47,6 +60,16 @@ def detect_layout(root: str) -> str | None:
     if os.path.isdir(os.path.join(root, "img_dir")) and os.path.isdir(os.path.join(root, "ann_dir")):
         return "mmseg"
     return None
+
+
+def submission_lut() -> np.ndarray:
+    """uint8 [256]: train id -> the evaluation server's class id (raw label + SUBMISSION_RAW_OFFSET,
+    read from ``LOVEDA.index_encoding``); 255 for values that are no class (ignore, unused ids)."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for raw, train_id in LOVEDA.index_encoding.items():
+        if train_id != IGNORE_INDEX:
+            lut[train_id] = raw + SUBMISSION_RAW_OFFSET
+    return lut
 
 
 def decode_loveda(raw, path: str):

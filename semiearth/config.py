@@ -1,12 +1,25 @@
-"""Configuration: YAML -> typed dataclasses.
+"""Configuration: YAML -> typed pydantic v2 models, checked when loaded (docs/configuration.md).
 
-`load_config(path, overrides)` reads a YAML file with `yaml.safe_load`, applies `--set a.b=value`
-overrides (values parsed as YAML, so `--set train.lr=0.01`, `--set data.mean=[0.5,0.5,0.5]`,
-`--set purify=none`) and builds a `Config`. Unknown keys and values of the wrong type are a
-`ConfigError` that names the key and the allowed keys (or the expected type); broken YAML (in the
-file or in a `--set` value), a config path that is a folder or not UTF-8 text are one-line
-`ConfigError`s with the file, line and column. A float key also takes a string that `float()` reads
-(`5e-6`, which YAML 1.1 leaves a string).
+`load_config(path, overrides)` reads a YAML file with `yaml.safe_load` (a path or a packaged config
+name, semiearth/configs), applies `--set a.b=value` overrides (values parsed as YAML, so
+`--set train.lr=0.01`, `--set data.mean=[0.5,0.5,0.5]`, `--set purify=none`) and validates a `Config`.
+
+Every problem is one `ConfigError` line naming the key, the value, what is allowed and where it came
+from (the file, or the `--set key=value` that set it): unknown keys, wrong types (strict: no "yes"
+for a bool, no "3" for an int; a float also takes `5e-6`, which YAML 1.1 leaves a string), ranges
+(declared once with `Field(ge=/gt=/le=)`; those the ops check too come from semiearth/bounds.py),
+cross-field checks (model validators) and the options of the chosen registry members:
+`data.options` against the dataset's model, `train.method_options` against the S4 method's,
+`purify.classifier_options` against the classifier's (semiearth/options.py). The members are
+looked up in tables of "module:Class" strings (semiearth/registry.py, semiearth/data/registry.py), so
+loading a config imports no member, no torch and nothing of semiearth.purify / ops / train.
+
+The dataset's spec (semiearth/data/classes.py, `DatasetSpec`) is the one class table: `data.num_classes`,
+`data.class_names` and `data.palette` default to the registered dataset's spec and a config that
+states other values is an error naming both. The spec is resolved here, at load, because a built-in
+dataset's spec is a constant in a module without torch (DATASET_SPECS in semiearth/data/registry.py);
+a dataset registered as a class carries it as `spec`; only a dataset registered as a "module:Class"
+string without a DATASET_SPECS entry is imported to read it.
 
 Sections: `data` (DataConfig, the dataset contract in docs/data_contract.md), `model`, `train`,
 `purify` (VLM-PP; `purify: none` is shorthand for `purify: {method: none}`), `eval`, and top-level
@@ -15,52 +28,122 @@ Sections: `data` (DataConfig, the dataset contract in docs/data_contract.md), `m
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import difflib
 import os
-import types
+import re
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from semiearth import bounds
 from semiearth.configs import config_path, packaged_configs
+from semiearth.options import Float
+from semiearth.registry import (
+    CLASSIFIER_OPTIONS,
+    CLASSIFIERS,
+    CONFIG_ARGS,
+    LABELLED_ONLY_METHODS,
+    METHOD_OPTIONS,
+    METHODS,
+    options_model,
+)
 
-POTSDAM_CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
-POTSDAM_PALETTE = [[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+SPLIT_KEYS = ("labeled", "unlabeled", "val", "test")
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown or its value has the wrong type."""
+    """A configuration key is unknown or its value is wrong (one line: key, value, allowed, origin)."""
 
 
-@dataclass
-class DataConfig:
-    """Dataset description (see docs/data_contract.md)."""
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, types strict, no NaN/inf; `key: null` = defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+class DataConfig(Section):
+    """Dataset description (see docs/data_contract.md). num_classes, class_names and palette come from
+    the dataset's spec unless given (the config then checks that they agree, see Config)."""
 
     name: str = "synthetic"
     root: str = ""
-    num_classes: int = 6
-    class_names: list[str] = field(default_factory=lambda: list(POTSDAM_CLASSES))
+    num_classes: int = Field(None, **bounds.AT_LEAST_ONE.field())  # None until the spec fills it
+    class_names: list[str] = Field(default_factory=list)  # empty: classes are unnamed (ids)
     ignore_index: int = 255
     # ignore_index inside [0, num_classes) silently removes that class from training and scoring, so it
     # is a config error unless this is set (the class is then meant to be ignored)
     allow_ignore_in_classes: bool = False
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    crop_size: int = 64  # training crop (px); the demo's CPU scale, real datasets' configs use 512
-    splits: dict[str, str] = field(default_factory=lambda: {"labeled": "", "unlabeled": "", "val": "", "test": ""})
+    mean: list[Float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[Float] = Field(default_factory=lambda: list(IMAGENET_STD))
+    crop_size: int = Field(64, ge=1)  # training crop (px); the demo's CPU scale, real datasets' configs use 512
+    splits: dict[str, str] = Field(default_factory=lambda: dict.fromkeys(SPLIT_KEYS, ""))
     bands: list[int] | None = None
-    palette: list[list[int]] | None = None
-    value_scale: float = 255.0  # raw value that means full brightness in non-uint8 images (uint16: e.g. 65535)
-    options: dict[str, Any] = field(default_factory=dict)
+    palette: list[list[int]] | None = None  # RGB per class; None: the dataset's, else default_palette
+    value_scale: Float = Field(255.0, gt=0)  # raw value of full brightness in non-uint8 images (uint16: e.g. 65535)
+    options: dict[str, Any] = Field(default_factory=dict)  # checked against the dataset's options model
+    _given: frozenset = PrivateAttr(frozenset())  # class-table keys the config stated (not from the spec)
+
+    @field_validator("splits")
+    @classmethod
+    def _split_keys(cls, splits: dict) -> dict:
+        bad = [k for k in splits if k not in SPLIT_KEYS]
+        if bad:
+            raise ConfigError(f"unknown key 'data.splits.{bad[0]}'; allowed: {', '.join(SPLIT_KEYS)}")
+        return splits
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> DataConfig:
+        self._given = frozenset({"num_classes", "class_names", "palette"} & self.model_fields_set)
+        spec = _dataset_spec(self.name)
+        if spec is not None:
+            if self.num_classes is None:
+                self.num_classes = spec.num_classes
+            if "class_names" not in self._given:
+                self.class_names = list(spec.class_names)
+            if self.palette is None:
+                self.palette = [list(c) for c in spec.palette]
+        if self.num_classes is None:
+            return self  # a dataset without a class table: Config requires data.num_classes
+        _check_data(self)
+        return self
 
 
-@dataclass
-class ModelConfig:
+def _check_data(d: DataConfig) -> None:
+    """The data section's cross-field checks (types and ranges are the fields')."""
+    if len(d.mean) != 3 or len(d.std) != 3:
+        raise ConfigError(f"data.mean/std: expected 3 values each, got mean {d.mean} and std {d.std}")
+    if d.class_names and len(d.class_names) != d.num_classes:
+        raise ConfigError(
+            f"data.class_names: {len(d.class_names)} names {d.class_names} for num_classes={d.num_classes}"
+        )
+    if d.palette is not None and len(d.palette) < d.num_classes:
+        raise ConfigError(f"data.palette: {len(d.palette)} colours for num_classes={d.num_classes}")
+    if d.palette is not None and any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in d.palette):
+        raise ConfigError(f"data.palette: expected [R, G, B] colours of 0..255 each, got {d.palette}")
+    if not all(v > 0 for v in d.std):
+        raise ConfigError(
+            f"data.std: images are normalised as (x - mean) / std, so every std must be a finite number > 0, "
+            f"got {d.std}; use the dataset's statistics (summary.json of semiearth-prepare) or the ImageNet ones"
+        )
+    if 0 <= d.ignore_index < d.num_classes and not d.allow_ignore_in_classes:
+        raise ConfigError(
+            f"data.ignore_index: {d.ignore_index} is a class id (num_classes={d.num_classes}: ids "
+            f"0..{d.num_classes - 1}), so class {d.ignore_index} would never be trained or scored; prepared "
+            "masks mark ignore with 255 (the default); set data.allow_ignore_in_classes: true if that class "
+            "is meant to be ignored"
+        )
+
+
+class ModelConfig(Section):
     """Segmentation model: a `semiearth.models` registry name and its options."""
 
     name: Literal["effnet_lite0_fpn", "dinov2_dpt", "tiny", "smp"] = "effnet_lite0_fpn"
@@ -69,306 +152,241 @@ class ModelConfig:
     arch: str = ""  # smp: the segmentation_models_pytorch architecture (Unet, DeepLabV3Plus, UPerNet, Segformer, ...)
     encoder: str = ""  # smp: the encoder (resnet34, mit_b0, tu-<timm name>, ...)
     variant: Literal["small", "base", "large"] = "small"  # DINOv2 size
-    decoder_channels: int = 64
+    decoder_channels: int = Field(64, ge=1)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Optimisation and the teacher-student iteration (UniMatch-V2 / FixMatch-EMA defaults; iters and
     learning rates sized for a short CPU run of effnet_lite0_fpn: DINOv2 wants lr 5e-6, head_lr_mult 40)."""
 
     method: str = "fixmatch"  # the S4 method (semiearth/train/methods): supervised, fixmatch, mean_teacher, ...
-    method_options: dict[str, Any] = field(default_factory=dict)  # the method's Options, checked at load
-    iters: int = 200
-    batch_size: int = 8  # labelled images per step (per process)
-    unlabeled_batch_size: int = 8  # unlabelled images per step (per process); supervised: 0
-    lr: float = 5e-4  # backbone learning rate
-    head_lr_mult: float = 5.0  # decoder lr = lr * head_lr_mult
-    weight_decay: float = 0.01
-    poly_power: float = 0.9
-    warmup_iters: int = 0
-    threshold: float = 0.95  # confidence threshold of the unsupervised loss
-    ema_momentum: float = 0.996  # teacher EMA: min(1 - 1/(t+1), ema_momentum)
-    cutmix_prob: float = 0.5
-    color_jitter: float = 0.5  # strength (brightness/contrast/saturation), applied with p=0.8
-    hue_jitter: float = 0.25  # max hue shift (UniMatch: 0.25; colour-coded classes may want less)
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    method_options: dict[str, Any] = Field(default_factory=dict)  # the method's options model, filled at load
+    iters: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)  # labelled images per step (per process)
+    unlabeled_batch_size: int = Field(8, ge=0)  # unlabelled images per step (per process); supervised: 0
+    lr: Float = Field(5e-4, gt=0)  # backbone learning rate
+    head_lr_mult: Float = Field(5.0, gt=0)  # decoder lr = lr * head_lr_mult
+    weight_decay: Float = Field(0.01, ge=0)
+    poly_power: Float = 0.9
+    warmup_iters: int = Field(0, ge=0)
+    threshold: Float = Field(0.95, **bounds.PROBABILITY.field())  # confidence threshold of the unsupervised loss
+    ema_momentum: Float = Field(0.996, **bounds.PROBABILITY.field())  # teacher EMA: min(1 - 1/(t+1), ema_momentum)
+    cutmix_prob: Float = Field(0.5, **bounds.PROBABILITY.field())
+    color_jitter: Float = Field(0.5, ge=0)  # strength (brightness/contrast/saturation), applied with p=0.8
+    hue_jitter: Float = Field(0.25, ge=0, le=0.5)  # max hue shift (UniMatch: 0.25; colour-coded classes may want less)
+    grayscale_prob: Float = Field(0.2, **bounds.PROBABILITY.field())
+    blur_prob: Float = Field(0.5, **bounds.PROBABILITY.field())
+    scale_range: list[Float] = Field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     rotate90: bool = True  # aerial images have no up direction
     amp: Literal["none", "bf16", "fp16"] = "none"  # bf16: CUDA or CPU; fp16: CUDA (grad scaler)
-    grad_clip: float = 0.0  # 0 = off
+    grad_clip: Float = Field(0.0, ge=0)  # 0 = off
     seed: int = 0
     deterministic: bool = False
-    num_workers: int = 0
-    log_every: int = 20
-    panel_every: int = 200
-    ckpt_every: int = 200
-    eval_every: int = 0  # 0 = only at the end
-    eval_max_images: int = 0  # 0 = whole val split
-    threads: int = 0  # torch.set_num_threads; 0 = leave the default
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(20, ge=1)
+    panel_every: int = Field(200, ge=0)
+    ckpt_every: int = Field(200, ge=0)
+    eval_every: int = Field(0, ge=0)  # 0 = only at the end
+    eval_max_images: int = Field(0, ge=0)  # 0 = whole val split
+    threads: int = Field(0, ge=0)  # torch.set_num_threads; 0 = leave the default
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"train.scale_range: expected [min, max] with 0 < min <= max, got {self.scale_range}")
+        if self.method not in METHODS:
+            raise ConfigError(f"train.method: unknown method {self.method!r}; known methods: {', '.join(METHODS)}")
+        model = options_model(METHODS, METHOD_OPTIONS, self.method)
+        where = f"(options of train.method {self.method})"
+        self.method_options = _member_options(model, self.method_options, "train.method_options", where)
+        return self
 
 
-@dataclass
-class AbstainConfig:
+class AbstainConfig(Section):
     """purify.abstain: wrap the classifier in AbstainingClassifier (semiearth/purify/classifiers/abstain.py),
     calibrated on the labelled set before training and every purify.calibrate_every iterations."""
 
     # The break-even region accuracy of rule bayes on the worst tile (README, "How good must the region
     # classifier be? A noisy oracle": 0.654); a region keeps q where its calibrated accuracy reaches it.
-    min_accuracy: float = 0.65
-    images: int = 0  # labelled images to calibrate on; 0 = those purify.fit_images names (all when 0)
+    min_accuracy: Float = Field(0.65, **bounds.UNIT.field())
+    images: int = Field(0, ge=0)  # labelled images to calibrate on; 0 = those purify.fit_images names (all when 0)
     # "majority": right = top-1 is the segment's majority class (the break-even curve's unit);
     # "pixels": the share of the segment's pixels of the top-1 class (stricter on mixed segments).
     accuracy: Literal["majority", "pixels"] = "majority"
 
 
-@dataclass
-class PurifyConfig:
+class PurifyConfig(Section):
     """VLM-PP hook. method none disables it; any other value names a classifier of the registry
-    (semiearth/purify/classifiers/registry.py) that the trainer can build: prototype, openclip, vlm, ..."""
+    (semiearth/registry.py, CLASSIFIERS) that the trainer can build: prototype, openclip, vlm, ..."""
 
     method: str = "prototype"
-    every: int = 2  # purify every k iterations (dataset configs use 1)
-    low_thresh: float = 0.7
-    cell: int = 32
+    every: int = Field(2, ge=1)  # purify every k iterations (dataset configs use 1)
+    low_thresh: Float = Field(0.7, **bounds.LOW_THRESH.field())
+    cell: int = Field(32, **bounds.CELL.field())
     rule: Literal["bayes", "paper"] = "bayes"
-    trust: float = 1.0
-    max_regions: int = 6  # regions per image (a CPU-sized budget; dataset configs use 16)
-    context: float = 2.0
-    radius: int = 1
-    tau: float = 0.7
+    trust: Float = Field(1.0, ge=0)
+    max_regions: int = Field(6, ge=1)  # regions per image (a CPU-sized budget; dataset configs use 16)
+    context: Float = Field(2.0, gt=0)
+    radius: int = Field(1, **bounds.RADIUS.field())
+    tau: Float = Field(0.7, **bounds.TAU.field())
     # Score only what can change (classifiers that take `classes`: vlm): per region the teacher's top-k
     # classes of the segment plus those with mean probability > prob_floor; 0 = every class.
-    topk: int = 3
-    prob_floor: float = 0.05
+    topk: int = Field(3, **bounds.TOPK.field())
+    prob_floor: Float = Field(0.05, **bounds.PROB_FLOOR.field())
     backend: str = "auto"
     encoder: str = "efficientnet_lite0"  # prototype classifier encoder
-    classifier_options: dict[str, Any] = field(default_factory=dict)  # extra classifier kwargs
-    fit_images: int = 0  # labelled images used to fit prototypes; 0 = all
-    records_every: int = 1  # write purify.jsonl every k purifications
+    classifier_options: dict[str, Any] = Field(default_factory=dict)  # checked against the classifier's model
+    fit_images: int = Field(0, ge=0)  # labelled images used to fit prototypes; 0 = all
+    records_every: int = Field(1, ge=1)  # write purify.jsonl every k purifications
     abstain: AbstainConfig | None = None  # null = off; {} = on with the defaults
-    calibrate_every: int = 500  # recalibrate abstention every k iterations (0 = only before training)
-    monitor_every: int = 0  # break-even monitor on a labelled batch every k iterations (0 = off)
-    monitor_images: int = 4  # labelled images per monitor round
+    calibrate_every: int = Field(500, ge=0)  # recalibrate abstention every k iterations (0 = only before training)
+    monitor_every: int = Field(0, ge=0)  # break-even monitor on a labelled batch every k iterations (0 = off)
+    monitor_images: int = Field(4, ge=1)  # labelled images per monitor round
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"method": data} if isinstance(data, str) else data  # `purify: none`
+
+    @model_validator(mode="after")
+    def _check(self) -> PurifyConfig:
+        if self.method == "none":
+            return self
+        problem = classifier_problem(self.method)
+        if problem:
+            raise ConfigError(f"purify.method: {problem}")
+        for key in self.classifier_options:
+            if key in CONFIG_ARGS:
+                raise ConfigError(
+                    f"purify.classifier_options.{key}: comes from {CONFIG_ARGS[key]}, not from classifier_options"
+                )
+        model = options_model(CLASSIFIERS, CLASSIFIER_OPTIONS, self.method)
+        where = f"(options of purify.method {self.method})"
+        options = _member_options(model, self.classifier_options, "purify.classifier_options", where, defaults=False)
+        self.classifier_options = options
+        return self
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(Section):
     """Inference for validation/test."""
 
     mode: Literal["whole", "slide"] = "whole"
-    window: int = 512
-    stride: int = 341
-    batch_size: int = 1
+    window: int = Field(512, ge=1)
+    stride: int = Field(341, ge=1)
+    batch_size: int = Field(1, ge=1)
     # Evaluation conventions (named in every results table): class names left out of a second mean,
     # reported beside the full mean (ISPRS: [clutter]); ground-truth pixels within this many px of a
     # class boundary ignored (the ISPRS "eroded" convention; 0 = off). Which mean picks best.pth:
     # "full" (the default) or "excluded" (the mean without exclude_classes).
-    exclude_classes: list[str] = field(default_factory=list)
-    boundary_erosion: int = 0
+    exclude_classes: list[str] = Field(default_factory=list)
+    boundary_erosion: int = Field(0, ge=0)
     select_best: Literal["full", "excluded"] = "full"
 
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if self.mode == "slide" and self.stride > self.window:
+            raise ConfigError(
+                f"eval.stride: {self.stride} > eval.window {self.window} with eval.mode slide leaves pixels that "
+                f"no window covers; use a stride <= the window (e.g. {max(1, self.window * 2 // 3)}, two thirds of it)"
+            )
+        if self.select_best == "excluded" and not self.exclude_classes:
+            raise ConfigError("eval.select_best: excluded needs eval.exclude_classes (e.g. [clutter])")
+        return self
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    purify: PurifyConfig = field(default_factory=PurifyConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+
+class Config(Section):
+    """The whole run: the sections plus where it writes and whether a supervised baseline runs first."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    purify: PurifyConfig = Field(default_factory=PurifyConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     out_dir: str = "runs/default"
     compare_baseline: bool = False  # also train supervised-only first and print both results
 
-
-# ----------------------------------------------------------------------------- typed loading
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        _check_dataset(self.data)
+        _resolve_method(self)
+        _check_eval_classes(self)
+        return self
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp` (ints are accepted for floats); return it."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
-        if not args:
-            return dict(value)
-        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected bool (true/false), got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 5e-6 (no dot) as a string; float() reads it
-            try:
-                number = float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected float, got {value!r}") from None
-            if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite float, got {value!r}")
-            return number
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected float, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected str, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported annotation {tp}")  # pragma: no cover
+# ----------------------------------------------------------------------------- members and cross-field checks
 
 
-def _build(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys."""
-    if cls is PurifyConfig and isinstance(data, str):
-        data = {"method": data}  # `purify: none` shorthand
-    if data is None:
-        data = {}
-    where = prefix or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; allowed keys in {where}: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
-    obj = cls(**kwargs)
-    _validate(obj, prefix)
-    return obj
+def _dataset_spec(name: str):
+    """The registered dataset's DatasetSpec (None: none, or an unknown dataset; Config reports that)."""
+    from semiearth.data.registry import DATASETS, dataset_spec  # light: tables only, no torch
+
+    return dataset_spec(name) if name in DATASETS else None
 
 
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
+def _check_dataset(data: DataConfig) -> None:
+    """data.name is registered, the class table agrees with the dataset's spec (or is stated when the
+    dataset has none), data.options fit the dataset's options model."""
+    from semiearth.data.registry import DATASET_OPTIONS, DATASETS
 
-
-def _validate(obj: Any, prefix: str) -> None:
-    """Cross-field checks that types cannot express."""
-    if isinstance(obj, DataConfig):
-        if len(obj.mean) != 3 or len(obj.std) != 3:
-            raise ConfigError(f"{_join(prefix, 'mean')}/std: expected 3 values each")
-        if obj.class_names and len(obj.class_names) != obj.num_classes:
-            raise ConfigError(
-                f"{_join(prefix, 'class_names')}: {len(obj.class_names)} names for num_classes={obj.num_classes}"
-            )
-        bad_std = [v for v in obj.std if not (math.isfinite(v) and v > 0)]
-        if bad_std or not all(math.isfinite(v) for v in obj.mean):
-            key, values = ("std", obj.std) if bad_std else ("mean", obj.mean)
-            raise ConfigError(
-                f"{_join(prefix, key)}: images are normalised as (x - mean) / std, so every std must be a finite "
-                f"number > 0 and every mean finite, got {values}; use the dataset's statistics (summary.json of "
-                "semiearth-prepare) or the ImageNet ones"
-            )
-        if 0 <= obj.ignore_index < obj.num_classes and not obj.allow_ignore_in_classes:
-            raise ConfigError(
-                f"{_join(prefix, 'ignore_index')}: {obj.ignore_index} is a class id (num_classes={obj.num_classes}: "
-                f"ids 0..{obj.num_classes - 1}), so class {obj.ignore_index} would never be trained or scored; "
-                f"prepared masks mark ignore with 255 (the default); set {_join(prefix, 'allow_ignore_in_classes')}: "
-                "true if that class is meant to be ignored"
-            )
-        bad = [k for k in obj.splits if k not in ("labeled", "unlabeled", "val", "test")]
-        if bad:
-            raise ConfigError(
-                f"unknown key '{_join(prefix, 'splits.' + bad[0])}'; allowed: labeled, unlabeled, val, test"
-            )
-    if isinstance(obj, TrainConfig):
-        if obj.iters < 1:
-            raise ConfigError(f"{_join(prefix, 'iters')}: must be >= 1")
-        if len(obj.scale_range) != 2:
-            raise ConfigError(f"{_join(prefix, 'scale_range')}: expected [min, max]")
-    if isinstance(obj, EvalConfig) and obj.mode == "slide" and obj.stride > obj.window:
+    if data.name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {data.name!r}; known datasets: {', '.join(DATASETS)}")
+    spec = _dataset_spec(data.name)
+    if spec is None and data.num_classes is None:
         raise ConfigError(
-            f"{_join(prefix, 'stride')}: {obj.stride} > {_join(prefix, 'window')} {obj.window} with "
-            f"{_join(prefix, 'mode')} slide leaves pixels that no window covers; use a stride <= the window "
-            f"(e.g. {max(1, obj.window * 2 // 3)}, two thirds of it)"
+            f"data.num_classes: dataset {data.name} has no class table of its own: set data.num_classes "
+            "(and data.class_names, data.palette), e.g. --set data.num_classes=6"
         )
-    if isinstance(obj, TrainConfig):
-        obj.method_options = _method_options(obj, prefix)
-    if isinstance(obj, Config):
-        _resolve_method(obj)
-        _check_eval_classes(obj)
-    if isinstance(obj, PurifyConfig):
-        from semiearth.purify.classifiers.registry import check_method, check_options  # the registry knows them
-
-        problem = check_method(obj.method)
-        if problem:
-            raise ConfigError(f"{_join(prefix, 'method')}: {problem}")
-        problem = check_options(obj.method, obj.classifier_options)
-        if problem:
-            raise ConfigError(f"{_join(prefix, 'classifier_options')}: {problem}")
-    _check_ranges(obj, prefix)
+    if spec is not None:
+        theirs = {"num_classes": spec.num_classes, "class_names": list(spec.class_names),
+                  "palette": [list(c) for c in spec.palette]}  # fmt: skip
+        for key in ("num_classes", "class_names", "palette"):
+            if key in data._given and getattr(data, key) != theirs[key]:
+                raise ConfigError(
+                    f"data.{key}: the config says {getattr(data, key)} but dataset {data.name} has {theirs[key]} "
+                    f"(its spec, semiearth/data/classes.py); leave data.{key} out to use the dataset's"
+                )
+    model = options_model(DATASETS, DATASET_OPTIONS, data.name)
+    data.options = _member_options(model, data.options, "data.options", f"(options of dataset {data.name})")
 
 
-def _method_options(train: TrainConfig, prefix: str) -> dict:
-    """train.method_options checked against the method's Options dataclass, with its defaults filled
-    in (so config.yaml records every option the method ran with)."""
-    from semiearth.train.methods import method_class  # the registry knows the methods
-
+def _member_options(model, options: dict, prefix: str, where: str, defaults: bool = True) -> dict:
+    """`options` validated by the member's pydantic `model` (None: any options, unchanged). With
+    `defaults` the model's defaults are filled in (config.yaml then records every value used), else
+    only the given keys are kept (a classifier's constructor owns its defaults)."""
+    if model is None:
+        return dict(options)
     try:
-        cls = method_class(train.method)
-    except KeyError as err:
-        raise ConfigError(f"{_join(prefix, 'method')}: {err.args[0]}") from None
-    where = _join(prefix, "method_options")
-    try:
-        return dataclasses.asdict(_build(cls.Options, train.method_options, where))
-    except ValueError as err:
-        if isinstance(err, ConfigError):
-            raise ConfigError(f"{err} (options of train.method {train.method})") from None
-        raise ConfigError(f"{where}.{err}") from None
+        return model.model_validate(options).model_dump(exclude_unset=not defaults)
+    except ValidationError as err:
+        raise ConfigError(f"{describe(err, model, prefix)} {where}") from None
 
 
-def _check_eval_classes(cfg: Config) -> None:
-    """eval.exclude_classes names classes of data.class_names (or their ids as strings when unnamed)."""
-    names = cfg.data.class_names or [str(i) for i in range(cfg.data.num_classes)]
-    for name in cfg.eval.exclude_classes:
-        if name not in names:
-            raise ConfigError(f"eval.exclude_classes: unknown class {name!r}; valid: {', '.join(names)}")
-    if cfg.eval.exclude_classes and set(names) <= set(cfg.eval.exclude_classes):
-        raise ConfigError("eval.exclude_classes: excludes every class; leave at least one in the mean")
-    if cfg.eval.select_best == "excluded" and not cfg.eval.exclude_classes:
-        raise ConfigError("eval.select_best: excluded needs eval.exclude_classes (e.g. [clutter])")
+def classifier_problem(method: str) -> str | None:
+    """None when `purify.method` names a classifier the trainer can build, else why not. A classifier
+    registered as a class needs `from_config`; the built-in ("module:Class") ones all have it."""
+    if method in CLASSIFIERS:
+        target = CLASSIFIERS[method]
+        if isinstance(target, str) or callable(getattr(target, "from_config", None)):
+            return None
+        return (
+            f"{method!r} ({target.__name__}) cannot be built by the trainer: it has no from_config "
+            f"(see semiearth/purify/classifiers/registry.py); one of {', '.join(['none', *_buildable()])}"
+        )
+    return f"{method!r} is not one of [{', '.join(['none', *_buildable()])}]"
+
+
+def _buildable() -> list[str]:
+    return sorted(n for n, t in CLASSIFIERS.items() if isinstance(t, str) or hasattr(t, "from_config"))
 
 
 def _resolve_method(cfg: Config) -> None:
     """A method without unlabelled data (supervised) runs with no unlabelled batch and no VLM-PP,
     and the config says so; a semi-supervised method needs unlabelled images."""
-    from semiearth.train.methods import method_class
-
-    semi = method_class(cfg.train.method).semi
+    target = METHODS[cfg.train.method]
+    semi = (
+        getattr(target, "semi", True) if not isinstance(target, str) else cfg.train.method not in LABELLED_ONLY_METHODS
+    )
     if not semi:
         cfg.train.unlabeled_batch_size = 0
         cfg.purify.method = "none"
@@ -379,47 +397,123 @@ def _resolve_method(cfg: Config) -> None:
         )
 
 
-# Ranges of numeric keys, checked when a section is built: (low, high) inclusive, high None = unbounded;
-# a third item True makes low exclusive. Out-of-range values would otherwise fail deep inside torch (a conv on a -5 px crop).
-_RANGES: dict[str, dict[str, tuple]] = {
-    "DataConfig": {"num_classes": (1, None), "crop_size": (1, None), "value_scale": (0, None, True)},
-    "TrainConfig": {
-        "batch_size": (1, None), "unlabeled_batch_size": (0, None), "lr": (0, None, True),
-        "head_lr_mult": (0, None, True), "weight_decay": (0, None), "warmup_iters": (0, None),
-        "threshold": (0, 1), "ema_momentum": (0, 1), "cutmix_prob": (0, 1), "grayscale_prob": (0, 1),
-        "blur_prob": (0, 1), "color_jitter": (0, None), "hue_jitter": (0, 0.5), "grad_clip": (0, None),
-        "num_workers": (0, None), "log_every": (1, None), "panel_every": (0, None), "ckpt_every": (0, None),
-        "eval_every": (0, None), "eval_max_images": (0, None), "threads": (0, None),
-    },
-    "PurifyConfig": {
-        "every": (1, None), "low_thresh": (0, 1), "cell": (1, None), "trust": (0, None), "max_regions": (1, None),
-        "context": (0, None, True), "radius": (0, None), "tau": (0, 1, True), "fit_images": (0, None),
-        "records_every": (1, None), "calibrate_every": (0, None), "monitor_every": (0, None),
-        "monitor_images": (1, None),
-    },
-    "AbstainConfig": {"min_accuracy": (0, 1, True), "images": (0, None)},
-    "EvalConfig": {"window": (1, None), "stride": (1, None), "batch_size": (1, None), "boundary_erosion": (0, None)},
+def _check_eval_classes(cfg: Config) -> None:
+    """eval.exclude_classes names classes of data.class_names (or their ids as strings when unnamed)."""
+    names = cfg.data.class_names or [str(i) for i in range(cfg.data.num_classes)]
+    for name in cfg.eval.exclude_classes:
+        if name not in names:
+            raise ConfigError(f"eval.exclude_classes: unknown class {name!r}; valid: {', '.join(names)}")
+    if cfg.eval.exclude_classes and set(names) <= set(cfg.eval.exclude_classes):
+        raise ConfigError("eval.exclude_classes: excludes every class; leave at least one in the mean")
+
+
+# ----------------------------------------------------------------------------- one-line errors
+
+_TYPES = {
+    "int_type": "expected int", "int_parsing": "expected int", "int_from_float": "expected int",
+    "float_type": "expected float", "float_parsing": "expected float", "finite_number": "expected a finite float",
+    "bool_type": "expected bool (true/false)", "bool_parsing": "expected bool (true/false)",
+    "string_type": "expected str", "list_type": "expected a list", "dict_type": "expected a mapping",
+    "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
 }  # fmt: skip
+_TAG = re.compile(r"[\[\](),]|^(int|float|str|bool|list|dict|none)$")  # pydantic's union-member tags in a loc
 
 
-def _check_ranges(obj: Any, prefix: str) -> None:
-    for name, (low, high, *open_low) in _RANGES.get(type(obj).__name__, {}).items():
-        value = getattr(obj, name)
-        too_low = not (value > low if open_low and open_low[0] else value >= low)  # NaN is never in range
-        if too_low or (high is not None and value > high) or value in (math.inf, -math.inf):
-            bound = f"> {low}" if open_low and open_low[0] else f">= {low}"
-            allowed = f"{bound} and <= {high}" if high is not None else bound
-            raise ConfigError(f"{_join(prefix, name)}: must be {allowed}, got {value!r}")
-    if isinstance(obj, TrainConfig) and not 0 < obj.scale_range[0] <= obj.scale_range[1]:
-        raise ConfigError(f"{_join(prefix, 'scale_range')}: expected 0 < min <= max, got {obj.scale_range}")
+def _field_model(annotation) -> type | None:
+    """The pydantic model inside an annotation (X, X | None), else None."""
+    for tp in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return tp
+    return None
 
 
-def config_from_dict(data: dict) -> Config:
-    return _build(Config, data or {})
+def _walk(model: type, loc: tuple) -> tuple[list[str], type | None, Any]:
+    """(key parts, the model holding the last key, that key's FieldInfo) for an error location."""
+    parts, parent, info = [], model, None
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+            continue
+        if _TAG.search(str(part)):
+            continue
+        holder = model
+        info = model.model_fields.get(part) if model is not None else None
+        parent, model = holder, _field_model(info.annotation) if info is not None else None
+        parts.append(str(part))
+    return parts, parent, info
+
+
+def _choices(annotation) -> tuple:
+    """The values of a Literal annotation (also inside X | None)."""
+    for tp in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(tp) is Literal:
+            return typing.get_args(tp)
+    return ()
+
+
+def _allowed_range(info) -> str:
+    ends = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    found = [f"{ends[k]} {getattr(m, k):g}" for m in (info.metadata if info else []) for k in ends if hasattr(m, k)]
+    return " and ".join(found)
+
+
+def describe(err: ValidationError, model: type, prefix: str = "") -> str:
+    """pydantic's multi-line ValidationError -> one line for its first error: the dotted key, the value,
+    what is allowed (a key's allowed names, a type, a range, a choice)."""
+    e = err.errors(include_url=False)[0]
+    parts, parent, info = _walk(model, e["loc"])
+    key = ".".join([p for p in (prefix, *parts) if p])
+    kind, value, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+    if kind == "value_error" and isinstance(ctx.get("error"), ConfigError):
+        return str(ctx["error"])
+    if kind == "extra_forbidden":
+        names = list(parent.model_fields) if parent is not None else []
+        near = difflib.get_close_matches(parts[-1], names, n=1) if names else []
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        section = key.rsplit(".", 1)[0] if "." in key else "the config"
+        return f"unknown key '{key}'{hint}; allowed keys in {section}: {', '.join(names) or '(none)'}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{key}: must be {_allowed_range(info) or e['msg'].lower()}, got {value!r}"
+    if kind == "literal_error":
+        choices = _choices(info.annotation) if info else ()
+        allowed = ", ".join(map(str, choices)) if choices else ctx.get("expected", "")
+        return f"{key}: {value!r} is not one of [{allowed}]"
+    if kind == "missing":
+        return f"{key}: required, and missing"
+    if kind in _TYPES:
+        return f"{key}: {_TYPES[kind]}, got {value!r}"
+    if kind == "value_error":
+        return f"{key}: {ctx.get('error', e['msg'])}"
+    return f"{key}: {e['msg']}, got {value!r}"
+
+
+def _origin(message: str, source: str | None, overrides: list[str]) -> str:
+    """Where the offending value came from: the --set that set the key the message names, else a --set
+    in its section (a cross-field check), else the file."""
+    match = re.match(r"(?:unknown key ')?([\w.\[\]]+)", message)
+    key = match.group(1) if match else ""
+    keys = [(item.split("=", 1)[0].strip(), item) for item in reversed(overrides)]
+    for okey, item in keys:
+        if key == okey or key.startswith(okey + ".") or okey.startswith(key + "."):
+            return f" (from --set {item})"
+    section = [item for okey, item in keys if okey.split(".")[0] == key.split(".")[0]]
+    if section:
+        return f" (in {source} with --set {section[0]})" if source else f" (from --set {section[0]})"
+    return f" (in {source})" if source else ""
+
+
+def config_from_dict(data: dict, source: str | None = None, overrides: list[str] | None = None) -> Config:
+    """A validated Config from a raw mapping; a ConfigError line naming the key, value, allowed values
+    and where it came from (`source`: the file; `overrides`: the --set items applied)."""
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as err:
+        message = describe(err, Config)
+        raise ConfigError(message + _origin(message, source, overrides or [])) from None
 
 
 def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    return cfg.model_dump()
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -462,7 +556,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if child is None:
                 child = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {key}: '{'.'.join(parts[: depth + 1])}' is not a section")
+                raise ConfigError(f"--set {item}: '{'.'.join(parts[: depth + 1])}' is not a section")
             node[part] = child
             node = child
         node[parts[-1]] = value
@@ -470,15 +564,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Read YAML `path` (or defaults when None), apply overrides, and return a typed Config."""
+    """Read YAML `path` (a file or a packaged config name; defaults when None), apply overrides, and
+    return a validated Config."""
     data: dict = {}
     if path:
         path = config_path(path)
         data = read_yaml(path)
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, train:, ...)")
     data = apply_overrides(data, overrides or [])
-    return config_from_dict(data)
+    return config_from_dict(data, source=path, overrides=overrides)
 
 
 def read_yaml(path: str) -> Any:
@@ -513,3 +608,10 @@ def read_yaml(path: str) -> Any:
 def save_config(cfg: Config, path: str) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+__all__ = [
+    "AbstainConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "PurifyConfig",
+    "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "read_yaml",
+    "save_config",
+]  # fmt: skip

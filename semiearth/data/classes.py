@@ -39,21 +39,21 @@ class LabelError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset's classes are and how its raw labels encode them."""
+    """What a dataset's classes are, how they are drawn and named in prompts, and how its raw labels
+    encode them: the one class table. The config takes data.num_classes, class_names and palette from
+    it (semiearth/config.py); panels, predict previews and VLM-PP renders colour with `palette`
+    (:func:`colourise`); zero-shot classifiers prompt with `synonyms` (purify/classifiers/classes.py)."""
 
     name: str
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]  # RGB per train id
+    # class name -> phrases a caption of an aerial image would use for it (prompts = templates x phrases;
+    # a class without an entry is prompted with its name, underscores as spaces)
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # raw index value -> train id (or IGNORE_INDEX) for index-encoded labels
     index_encoding: dict[int, int] = field(default_factory=dict)
     # raw RGB colour -> train id (or IGNORE_INDEX) for colour-encoded labels
     colour_encoding: dict[tuple[int, int, int], int] = field(default_factory=dict)
-    # ImageNet statistics (what pretrained backbones expect); `semiearth-prepare` reports each
-    # prepared split's own mean/std in summary.json for those who prefer dataset statistics.
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    crop_size: int = 512
-    download: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +61,7 @@ class DatasetSpec:
 
 
 # -- LoveDA -------------------------------------------------------------------------------------
+# Download: https://zenodo.org/records/5706578 (Train.zip, Val.zip, Test.zip)
 LOVEDA = DatasetSpec(
     name="loveda",
     class_names=("background", "building", "road", "water", "barren", "forest", "agriculture"),
@@ -73,14 +74,32 @@ LOVEDA = DatasetSpec(
         (0, 255, 0),
         (255, 195, 128),
     ),
+    synonyms={
+        "background": ("background", "open land", "miscellaneous land", "bare surface"),
+        "building": ("building", "roof", "rooftop", "house", "residential building"),
+        "road": ("road", "street", "highway", "paved road"),
+        "water": ("water", "river", "lake", "pond"),
+        "barren": ("barren land", "bare soil", "sand", "bare ground"),
+        "forest": ("forest", "trees", "woodland", "dense vegetation"),
+        "agriculture": ("farmland", "cropland", "agricultural field", "crop field"),
+    },
     index_encoding={0: IGNORE_INDEX, **{raw: raw - 1 for raw in range(1, 8)}},
-    crop_size=512,
-    download="https://zenodo.org/records/5706578 (Train.zip, Val.zip, Test.zip)",
 )
 
 # -- ISPRS Potsdam / Vaihingen -------------------------------------------------------------------
+# Download: https://www.isprs.org/resources/datasets/benchmarks/UrbanSemLab/2d-sem-label-potsdam.aspx
+# (2_Ortho_RGB.zip, 5_Labels_all.zip or 5_Labels_all_noBoundary.zip) and .../2d-sem-label-vaihingen.aspx
+# (ISPRS_semantic_labeling_Vaihingen.zip, ..._ground_truth_COMPLETE.zip, ..._ground_truth_eroded_COMPLETE.zip)
 ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
 ISPRS_PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+ISPRS_SYNONYMS = {
+    "impervious_surface": ("road", "pavement", "parking lot", "asphalt", "sidewalk", "paved area"),
+    "building": ("building", "roof", "rooftop", "house", "residential building"),
+    "low_vegetation": ("grass", "lawn", "low vegetation", "meadow", "bushes"),
+    "tree": ("tree", "trees", "tree canopy", "woodland"),
+    "car": ("car", "cars", "parked car", "vehicle"),
+    "clutter": ("clutter", "debris", "construction site", "container", "miscellaneous objects"),
+}
 ISPRS_COLOURS = {colour: i for i, colour in enumerate(ISPRS_PALETTE)}
 ISPRS_COLOURS[(0, 0, 0)] = IGNORE_INDEX  # eroded boundaries in the *_noBoundary label variants
 # mmsegmentation's tools/dataset_converters/{potsdam,vaihingen}.py output
@@ -90,26 +109,25 @@ POTSDAM = DatasetSpec(
     name="potsdam",
     class_names=ISPRS_CLASSES,
     palette=ISPRS_PALETTE,
+    synonyms=ISPRS_SYNONYMS,
     index_encoding=ISPRS_MMSEG_INDEX,
     colour_encoding=ISPRS_COLOURS,
-    crop_size=512,
-    download="https://www.isprs.org/resources/datasets/benchmarks/UrbanSemLab/2d-sem-label-potsdam.aspx "
-    "(2_Ortho_RGB.zip, 5_Labels_all.zip or 5_Labels_all_noBoundary.zip)",
 )
 
-VAIHINGEN = DatasetSpec(
+VAIHINGEN = DatasetSpec(  # images are IRRG false colour (near-infrared, red, green) in the three channels
     name="vaihingen",
     class_names=ISPRS_CLASSES,
     palette=ISPRS_PALETTE,
+    synonyms=ISPRS_SYNONYMS,
     index_encoding=ISPRS_MMSEG_INDEX,
     colour_encoding=ISPRS_COLOURS,
-    # images are IRRG false colour (near-infrared, red, green) in the three channels
-    crop_size=512,
-    download="https://www.isprs.org/resources/datasets/benchmarks/UrbanSemLab/2d-sem-label-vaihingen.aspx "
-    "(ISPRS_semantic_labeling_Vaihingen.zip, ..._ground_truth_COMPLETE.zip, ..._ground_truth_eroded_COMPLETE.zip)",
 )
 
+# The built-in synthetic scenes (semiearth/data/synthetic.py) draw the Potsdam classes.
+SYNTHETIC = DatasetSpec(name="synthetic", class_names=ISPRS_CLASSES, palette=ISPRS_PALETTE, synonyms=ISPRS_SYNONYMS)
+
 # -- OpenEarthMap --------------------------------------------------------------------------------
+# Download: https://zenodo.org/records/7223446 (OpenEarthMap_wo_xBD.zip; xBD part from https://xview2.org)
 OPENEARTHMAP = DatasetSpec(
     name="openearthmap",
     class_names=(
@@ -132,29 +150,37 @@ OPENEARTHMAP = DatasetSpec(
         (75, 181, 73),
         (222, 31, 7),
     ),
+    synonyms={
+        "bareland": ("bare land", "bare soil", "sand", "barren ground"),
+        "rangeland": ("rangeland", "grassland", "shrubland", "pasture"),
+        "developed_space": ("developed area", "pavement", "parking lot", "urban open space", "plaza"),
+        "road": ("road", "street", "highway", "paved road"),
+        "tree": ("tree", "trees", "tree canopy", "woodland"),
+        "water": ("water", "river", "lake", "pond"),
+        "agriculture_land": ("farmland", "cropland", "agricultural field", "crop field"),
+        "building": ("building", "roof", "rooftop", "house", "residential building"),
+    },
     index_encoding={0: IGNORE_INDEX, **{raw: raw - 1 for raw in range(1, 9)}},
-    crop_size=512,
-    download="https://zenodo.org/records/7223446 (OpenEarthMap_wo_xBD.zip; xBD part from https://xview2.org)",
 )
 
+# The specs defined here (with a label encoding: semiearth-prepare reads them); every registered
+# dataset's spec, these and those of other modules, is `semiearth.data.registry.dataset_spec(name)`.
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (LOVEDA, POTSDAM, VAIHINGEN, OPENEARTHMAP)}
 
 
-def get_spec(name: str) -> DatasetSpec:
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(SPECS)}") from None
-
-
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
-    """A deterministic, distinguishable palette for datasets that state none."""
+    """A deterministic, distinguishable palette for datasets that state none (the ISPRS colours first)."""
     rng = np.random.default_rng(12345)
-    base = [(255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)]
-    out = list(base[:num_classes])
+    out = list(ISPRS_PALETTE[:num_classes])
     while len(out) < num_classes:
         out.append(tuple(int(v) for v in rng.integers(0, 256, 3)))
     return out
+
+
+def palette_of(data) -> list[tuple[int, int, int]]:
+    """The colours of a DataConfig's classes: data.palette (the dataset spec's unless the config gives
+    one), else default_palette(data.num_classes). Panels, predict and VLM-PP renders all use it."""
+    return [tuple(c) for c in (data.palette or default_palette(data.num_classes))]
 
 
 def _counts_text(values: np.ndarray, counts: np.ndarray, limit: int = 20) -> str:
@@ -226,9 +252,12 @@ def convert_colour_mask(
     return mapped[inverse], unknown
 
 
-def colourise(mask: np.ndarray, palette, ignore_index: int = IGNORE_INDEX, ignore_colour=(0, 0, 0)) -> np.ndarray:
-    """Train-id mask [H,W] -> RGB uint8 [H,W,3] via ``palette``; ignore and out-of-range pixels get
-    ``ignore_colour``."""
+def colourise(mask, palette, ignore_index: int = IGNORE_INDEX, ignore_colour=(0, 0, 0)) -> np.ndarray:
+    """Train-id mask [H,W] (numpy or a torch tensor) -> RGB uint8 [H,W,3] via ``palette``; ignore and
+    out-of-range pixels get ``ignore_colour``. The one colouring of labels (panels, predict, VLM-PP)."""
+    if not isinstance(mask, np.ndarray):  # a torch tensor, on any device
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:] = ignore_colour
     for i, c in enumerate(palette):
@@ -236,7 +265,12 @@ def colourise(mask: np.ndarray, palette, ignore_index: int = IGNORE_INDEX, ignor
             lut[i] = c
     if 0 <= ignore_index < 256:
         lut[ignore_index] = ignore_colour
-    return lut[np.clip(mask, 0, 255).astype(np.uint8)]
+    out = lut[np.clip(mask, 0, 255).astype(np.uint8)]
+    if mask.dtype != np.uint8:
+        outside = (mask < 0) | (mask > 255)
+        if outside.any():
+            out[outside] = ignore_colour
+    return out
 
 
 def check_train_ids(mask: np.ndarray, num_classes: int, ignore_index: int, source: str) -> None:

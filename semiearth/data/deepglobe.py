@@ -47,10 +47,8 @@ DEEPGLOBE = DatasetSpec(
         (255, 255, 255): 5,
         (0, 0, 0): IGNORE_INDEX,  # unknown: clouds and others, never a class
     },
-    crop_size=512,
-    download="https://competitions.codalab.org/competitions/18468 (DeepGlobe Land Cover starting kit; "
-    "also https://www.kaggle.com/datasets/balraj98/deepglobe-land-cover-classification-dataset)",
-)
+)  # download: https://competitions.codalab.org/competitions/18468 (DeepGlobe Land Cover starting kit;
+# also https://www.kaggle.com/datasets/balraj98/deepglobe-land-cover-classification-dataset)
 
 PARTS = {"train": "train", "valid": "val", "test": "test"}  # official folder -> role when masks exist
 THRESHOLD = 128

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from semiearth.data.classes import IGNORE_INDEX, DatasetSpec, check_train_ids
 from semiearth.data.io import DataError, Scene, list_images, read_image, read_label
+from semiearth.options import FolderOptions, SegmentationOptions
 
 PREPARED_META = "semiearth.json"
 SPLIT_NAMES = ("labeled", "unlabeled", "val", "test")
@@ -139,7 +140,8 @@ class SegmentationDataset(Dataset):
     """
 
     spec: DatasetSpec | None = None
-    OPTIONS: tuple[str, ...] = ("unlabeled_masks",)  # the data.options keys read (checked at start)
+    OPTIONS: tuple[str, ...] = ("unlabeled_masks",)  # the data.options keys read (SegmentationOptions)
+    Options = SegmentationOptions  # data.options, checked when the config is loaded
 
     def __init__(self, cfg, split: str):
         if split not in SPLIT_NAMES:
@@ -243,6 +245,7 @@ class FolderDataset(SegmentationDataset):
     """
 
     OPTIONS = ("unlabeled_masks", "auto_split")
+    Options = FolderOptions
 
     @staticmethod
     def find_scenes(src: str, num_classes: int, **kw) -> list[Scene]:

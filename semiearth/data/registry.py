@@ -18,8 +18,14 @@ Contract (shared by every dataset; see docs/data_contract.md):
 This table is the one place that knows the datasets, for training and for `semiearth-prepare`
 alike. A dataset = one module with its class plus one line in DATASETS (or `register_dataset`).
 The class states its class table as `spec` (a semiearth.data.classes.DatasetSpec: names, palette,
-label encodings; None when the user gives the classes) and, to be preparable, a static
-`find_scenes(src, **options) -> list[Scene]` that lists the source scenes of a download.
+prompt synonyms, label encodings; None when the user gives the classes) and, to be preparable, a
+static `find_scenes(src, **options) -> list[Scene]` that lists the source scenes of a download.
+
+The config reads two more tables when it is loaded, without importing a dataset module (nor torch):
+DATASET_SPECS (name -> "module:SPEC", a DatasetSpec constant in a light module, or None) and
+DATASET_OPTIONS (name -> "module:Model", the pydantic model of `data.options`). A dataset missing
+from DATASET_SPECS has its class imported to read `spec`; one missing from DATASET_OPTIONS takes the
+class's pydantic `Options` when registered as a class, else any options.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import os
 
 from semiearth.config import ConfigError, DataConfig
-from semiearth.registry import lookup
+from semiearth.registry import lookup, options_model, register, resolve
 
 SPLITS = ("labeled", "unlabeled", "val", "test")
 
@@ -39,12 +45,48 @@ DATASETS: dict[str, str] = {
     "openearthmap": "semiearth.data.openearthmap:OpenEarthMap",
     "deepglobe": "semiearth.data.deepglobe:DeepGlobe",
     "folder": "semiearth.data.folder:FolderDataset",
+    "torchgeo": "semiearth.data.torchgeo:TorchgeoDataset",
 }
 
 
-def register_dataset(name: str, target: str | type) -> None:
-    """Register `name` -> a class or "module:Class" (for datasets outside this package)."""
-    DATASETS[name] = target
+DATASET_SPECS: dict[str, object] = {
+    "synthetic": "semiearth.data.classes:SYNTHETIC",
+    "loveda": "semiearth.data.classes:LOVEDA",
+    "potsdam": "semiearth.data.classes:POTSDAM",
+    "vaihingen": "semiearth.data.classes:VAIHINGEN",
+    "openearthmap": "semiearth.data.classes:OPENEARTHMAP",
+    "folder": None,  # the user's classes (data.num_classes, data.class_names, data.palette)
+    "torchgeo": None,  # the classes of data.options.dataset, stated in the config
+}
+DATASET_OPTIONS: dict[str, str | type] = {
+    "synthetic": "semiearth.options:SyntheticOptions",
+    "loveda": "semiearth.options:SegmentationOptions",
+    "potsdam": "semiearth.options:SegmentationOptions",
+    "vaihingen": "semiearth.options:SegmentationOptions",
+    "openearthmap": "semiearth.options:SegmentationOptions",
+    "deepglobe": "semiearth.options:SegmentationOptions",
+    "folder": "semiearth.options:FolderOptions",
+}
+
+
+def register_dataset(name: str, target: str | type, options=None, spec=None) -> None:
+    """Register `name` -> a class or "module:Class" (for datasets outside this package).
+
+    options: the pydantic model of its `data.options` (or "module:Model"); None: the class's pydantic
+    `Options` attribute when `target` is a class, else any options. spec: its DatasetSpec (or
+    "module:SPEC"); None: the class's `spec` attribute (a string target is imported to read it)."""
+    register(DATASETS, DATASET_OPTIONS, name, target, options)
+    if spec is not None:
+        DATASET_SPECS[name] = spec
+    else:
+        DATASET_SPECS.pop(name, None)
+
+
+def dataset_spec(name: str):
+    """The dataset's class table (DatasetSpec), or None when the user states the classes."""
+    if name in DATASET_SPECS:
+        return resolve(DATASET_SPECS[name])
+    return getattr(dataset_class(name), "spec", None)
 
 
 def dataset_class(name: str) -> type:
@@ -64,9 +106,7 @@ def scene_finder(name: str):
     return finder
 
 
-def class_spec(name: str):
-    """The dataset's class table (DatasetSpec), or None when the user states the classes."""
-    return getattr(dataset_class(name), "spec", None)
+class_spec = dataset_spec  # the name semiearth.data.prepare uses
 
 
 def build_dataset(cfg: DataConfig, split: str):
@@ -78,14 +118,15 @@ def build_dataset(cfg: DataConfig, split: str):
 
 def check_data_config(cfg: DataConfig) -> None:
     """Fail before any work, naming the config key: an unknown dataset, a missing or unset data.root,
-    keys in data.options that the dataset does not read. A dataset class may declare `OPTIONS` (the
-    data.options keys it reads) and `NEEDS_ROOT = False` (it needs no files)."""
+    keys in data.options that a dataset without an options model does not list in its `OPTIONS`
+    (options models and the class table were checked when the config was loaded, semiearth/config.py).
+    A dataset class may declare `NEEDS_ROOT = False` (it needs no files)."""
     if cfg.name not in DATASETS:
         raise ConfigError(f"data.name: unknown dataset {cfg.name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     cls = dataset_class(cfg.name)
-    allowed = getattr(cls, "OPTIONS", None)
+    allowed = getattr(cls, "OPTIONS", None)  # a dataset without an options model may list its keys
     unknown = sorted(set(cfg.options) - set(allowed)) if allowed is not None else []
-    if unknown:
+    if unknown and options_model(DATASETS, DATASET_OPTIONS, cfg.name) is None:
         raise ConfigError(
             f"unknown key 'data.options.{unknown[0]}' for dataset {cfg.name}; allowed keys in data.options: "
             f"{', '.join(allowed) or '(none)'}"

@@ -9,8 +9,9 @@ a handful of labelled images cannot cover the variation that the unlabelled ones
 semi-supervised learning is for. Shadows darken whatever is below them but do not change its label,
 as in Potsdam.
 
-Options (`data.options`): size (px, default 128), labeled (8), unlabeled (400), val (48),
-test (48), seed (0), cache (true: keep generated scenes in memory as uint8, ~50 KB per 128 px scene).
+Options (`data.options`, semiearth.options.SyntheticOptions): size (px, default 128), labeled (8),
+unlabeled (400), val (48), test (48), seed (0), cache (true: keep generated scenes in memory as uint8,
+~50 KB per 128 px scene). Classes: semiearth.data.classes.SYNTHETIC (the Potsdam table).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from semiearth.config import DataConfig
+from semiearth.data.classes import SYNTHETIC
+from semiearth.options import SyntheticOptions
 
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
-DEFAULTS = {"size": 128, "labeled": 8, "unlabeled": 400, "val": 48, "test": 48, "seed": 0, "cache": True}
+DEFAULTS = SyntheticOptions().model_dump()
 _SPLIT_SALT = {"labeled": 1, "unlabeled": 2, "val": 3, "test": 4}
 
 
@@ -159,16 +162,12 @@ def generate_scene(seed: int, size: int = 128) -> tuple[torch.Tensor, torch.Tens
 class SyntheticAerial(torch.utils.data.Dataset):
     """The built-in synthetic dataset (see module docstring); needs no files."""
 
-    OPTIONS = tuple(DEFAULTS)
+    spec = SYNTHETIC
+    Options = SyntheticOptions  # data.options (checked when the config is loaded)
     NEEDS_ROOT = False
 
     def __init__(self, cfg: DataConfig, split: str):
-        unknown = set(cfg.options) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(
-                f"data.options: unknown key(s) {sorted(unknown)} for synthetic; allowed: {sorted(DEFAULTS)}"
-            )
-        opts = {**DEFAULTS, **cfg.options}
+        opts = SyntheticOptions(**cfg.options).model_dump()
         if split not in _SPLIT_SALT:
             raise ValueError(f"unknown split '{split}'")
         if cfg.num_classes != 6:

@@ -6,6 +6,7 @@ through semiearth.ops._checks (at once, or deferred to the caller's next sync).
 
 import torch
 
+from semiearth.bounds import UNIT, Bound
 from semiearth.ops._checks import require
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -50,11 +51,19 @@ def check_finite_logits(op: str, logits: torch.Tensor) -> None:
     require(torch.isfinite(logits).all(dim=1), lambda n: nonfinite_error(op, n))
 
 
+def check_bound(op: str, name: str, value, bound: Bound, integer: bool = False) -> None:
+    """Raise ValueError unless `value` is a number (an int when `integer`) in `bound`, the range the
+    config declares for the same key (semiearth/bounds.py), so the config and the op agree."""
+    if (integer and not isinstance(value, int)) or not bound.holds(value):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{op}: {name} must be {kind} {bound.text()}, got {value!r}")
+
+
 def check_unit_interval(op: str, name: str, value) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{op}: {name} must be a number in (0, 1], got {value!r}")
+    """`value` in (0, 1] (semiearth.bounds.UNIT)."""
+    check_bound(op, name, value, UNIT)
 
 
 def check_int(op: str, name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
+    """`value` an integer >= `low`."""
+    check_bound(op, name, value, Bound(ge=low), integer=True)

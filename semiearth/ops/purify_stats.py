@@ -10,15 +10,15 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from semiearth.bounds import CELL, LOW_THRESH, RADIUS
 from semiearth.ops._checks import require_zero
 from semiearth.ops._extension import call, resolve
 from semiearth.ops._validate import (
+    check_bound,
     check_finite_logits,
-    check_int,
     check_logits,
     check_same_device,
     check_tensor,
-    check_unit_interval,
     nonfinite_error,
 )
 
@@ -58,9 +58,9 @@ def purify_stats(
     every kernel; raised at once, or later inside semiearth.ops.deferred_checks()).
     """
     check_logits(OP, logits)
-    check_unit_interval(OP, "low_thresh", low_thresh)
-    check_int(OP, "radius", radius, 0)
-    check_int(OP, "cell", cell, 1)
+    check_bound(OP, "low_thresh", low_thresh, LOW_THRESH)
+    check_bound(OP, "radius", radius, RADIUS, integer=True)
+    check_bound(OP, "cell", cell, CELL, integer=True)
     if ignore is not None:
         check_tensor(OP, "ignore", ignore, 3, (torch.bool,), "[B,H,W] bool")
         b, _, h, w = logits.shape

@@ -6,28 +6,16 @@ import os
 import numpy as np
 import torch
 
+from semiearth.data.classes import colourise, default_palette
 from semiearth.ops import BOUNDARY, IGNORED, LOW
 
 MIN_TILE_WIDTH = 224  # px per panel tile, for legible text
 
-# A qualitative palette (class index -> RGB); ignore/unlabelled is black.
-PALETTE = np.array(
-    [
-        [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0],
-        [255, 128, 0], [128, 0, 255], [128, 128, 128], [0, 128, 128], [128, 64, 0], [255, 0, 255],
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
 
-
-def colorize(label: torch.Tensor, num_classes: int | None = None) -> np.ndarray:
-    """[H,W] int labels -> [H,W,3] uint8; labels outside the palette or < 0 / ignore are black."""
-    lab = label.detach().cpu().long().numpy()
-    out = np.zeros((*lab.shape, 3), dtype=np.uint8)
-    n = num_classes or len(PALETTE)
-    for c in range(n):
-        out[lab == c] = PALETTE[c % len(PALETTE)]
-    return out
+def colorize(label: torch.Tensor, palette) -> np.ndarray:
+    """[H,W] int labels -> [H,W,3] uint8 in the dataset's `palette` (semiearth.data.classes.colourise:
+    the one colouring panels and predict use too); labels outside the palette, < 0 or ignore are black."""
+    return colourise(label, palette)
 
 
 def image_to_rgb(image: torch.Tensor, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -59,9 +47,12 @@ def render(
     image_mean=(0.0, 0.0, 0.0),
     image_std=(1.0, 1.0, 1.0),
     class_names=None,
+    palette=None,
 ):
     """A PNG panel for image `index` of a PurifyOutput: image with region boxes and their VLM top-1
     class, teacher pseudo-label, candidate/boundary map, purified label, ground truth when given.
+    Labels are drawn in `palette` (RGB per class: the dataset's, semiearth.data.classes.palette_of;
+    None: default_palette of the classes q has).
 
     image: [3,H,W] or the batch [B,3,H,W] (uint8, or normalised with image_mean/std); gt [H,W] or
     [B,H,W]. Saves to `path` when given; returns the PIL image.
@@ -75,15 +66,16 @@ def render(
     if gt is not None and gt.dim() == 3:
         gt = gt[index]
     names = class_names or out.class_names
-    c = out.q.shape[1] if out.q is not None and out.q.dim() == 2 else None
+    c = out.q.shape[1] if out.q is not None and out.q.dim() == 2 else len(names or ()) or 12
+    palette = palette if palette is not None else default_palette(c)
     panels = [
         ("image + regions (VLM top-1)", image_to_rgb(image, image_mean, image_std)),
-        ("teacher pseudo-label", colorize(out.stats.label[index], c)),
+        ("teacher pseudo-label", colorize(out.stats.label[index], palette)),
         ("candidates (red: on boundary)", candidate_map(out.stats.flags[index])),
-        ("purified label", colorize(out.label[index], c)),
+        ("purified label", colorize(out.label[index], palette)),
     ]
     if gt is not None:
-        panels.append(("ground truth", colorize(gt, c)))
+        panels.append(("ground truth", colorize(gt, palette)))
     # Small tiles (e.g. 64 px training crops) are enlarged, nearest-neighbour, so titles and
     # region labels stay readable.
     zoom = max(1, -(-MIN_TILE_WIDTH // panels[0][1].shape[1]))

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import torch
 
+from semiearth.data.classes import colourise, palette_of
+
 
 def _jsonable(value):
     if isinstance(value, torch.Tensor):
@@ -94,13 +96,6 @@ class RunLogger:
         self.purify.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def colourise(label: torch.Tensor, palette, ignore_index: int = 255) -> np.ndarray:
-    pal = np.zeros((256, 3), dtype=np.uint8)
-    pal[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    pal[ignore_index] = (0, 0, 0)
-    return pal[label.cpu().numpy().clip(0, 255).astype(np.uint8)]
 
 
 PANEL_TILE = 192  # px: each tile is enlarged (nearest neighbour) to at least this width
@@ -188,25 +183,16 @@ def write_panels(out_dir: str, iteration: int, pseudo, cfg) -> None:
         os.makedirs(os.path.dirname(vlm_path), exist_ok=True)
         try:
             render(img_w, pseudo.output, path=vlm_path, image_mean=data.mean, image_std=data.std,
-                   class_names=data.class_names)  # fmt: skip
+                   class_names=data.class_names, palette=palette_of(data))  # fmt: skip
         except Exception as err:  # a panel must never stop training
             print(f"[semiearth] VLM-PP panel failed: {err}", file=sys.stderr)
     k = min(4, img_w.shape[0])
     mean = torch.tensor(data.mean, device=img_w.device).view(1, 3, 1, 1)
     std = torch.tensor(data.std, device=img_w.device).view(1, 3, 1, 1)
     rgb = img_w[:k] * std + mean
-    palette = data.palette or default_palette(data.num_classes)
+    palette = palette_of(data)
     path = os.path.join(out_dir, "panels", f"iter_{iteration:06d}.png")
     vlmpp = "purified by VLM-PP" if pseudo.output is not None else "no VLM-PP this iteration"
     title = f"iteration {iteration}: pseudo-labels of {k} unlabelled crops ({vlmpp})"
     save_panel(path, rgb, pseudo.teacher_label[:k], pseudo.label[:k], pseudo.teacher_conf[:k], pseudo.conf[:k],
                palette, cfg.train.threshold, data.ignore_index, data.class_names, title)  # fmt: skip
-
-
-def default_palette(n: int) -> list[list[int]]:
-    from semiearth.config import POTSDAM_PALETTE
-
-    if n <= len(POTSDAM_PALETTE):
-        return POTSDAM_PALETTE[:n]
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3), generator=g).tolist()

@@ -1,27 +1,38 @@
-"""Region classifiers for VLM-PP (protocol in _base.py)."""
+"""Region classifiers for VLM-PP (protocol in _base.py; the table of names: registry.py).
 
-from semiearth.purify.classifiers._base import UniformClassifier, check_probabilities
-from semiearth.purify.classifiers.abstain import AbstainingClassifier
-from semiearth.purify.classifiers.classes import DATASET_CLASSES, SYNONYMS, TEMPLATES, prompts_for
-from semiearth.purify.classifiers.hf_vlm import HFVLMClassifier
-from semiearth.purify.classifiers.noisy_oracle import NoisyOracleClassifier
-from semiearth.purify.classifiers.openclip import OpenClipClassifier, model_for_checkpoint
-from semiearth.purify.classifiers.oracle import OracleClassifier
-from semiearth.purify.classifiers.prototype import PrototypeClassifier, crop_scale_shift
+The names below are imported on first use (PEP 562), so `import semiearth.purify.classifiers.registry`
+or one classifier module does not import every classifier (open_clip, transformers).
+"""
 
-__all__ = [
-    "DATASET_CLASSES",
-    "SYNONYMS",
-    "TEMPLATES",
-    "AbstainingClassifier",
-    "HFVLMClassifier",
-    "NoisyOracleClassifier",
-    "OpenClipClassifier",
-    "OracleClassifier",
-    "PrototypeClassifier",
-    "UniformClassifier",
-    "check_probabilities",
-    "crop_scale_shift",
-    "model_for_checkpoint",
-    "prompts_for",
-]
+import importlib
+
+_WHERE = {
+    "UniformClassifier": "_base",
+    "check_probabilities": "_base",
+    "AbstainingClassifier": "abstain",
+    "DATASET_CLASSES": "classes",
+    "SYNONYMS": "classes",
+    "TEMPLATES": "classes",
+    "prompts_for": "classes",
+    "HFVLMClassifier": "hf_vlm",
+    "NoisyOracleClassifier": "noisy_oracle",
+    "OpenClipClassifier": "openclip",
+    "model_for_checkpoint": "openclip",
+    "OracleClassifier": "oracle",
+    "PrototypeClassifier": "prototype",
+    "crop_scale_shift": "prototype",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_WHERE])

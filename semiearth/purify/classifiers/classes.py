@@ -1,35 +1,18 @@
 """Class names, per-class synonyms and remote-sensing prompt templates for zero-shot classification.
 
-The class names are those of the one class table, semiearth.data.classes (SPECS), in training index
-order 0..C-1 (ignore removed), spelled as words for prompts ("impervious_surface" -> "impervious surface").
+Names and synonyms come from the one class table: the registered datasets' specs
+(semiearth.data.classes.DatasetSpec, `class_names` and `synonyms`), read at lookup time, so a dataset
+registered from outside the package (`register_dataset(name, cls)` with a `spec`) gets its classes
+and prompts here with no edit. `DATASET_CLASSES[dataset]` is the dataset's class names in training
+index order 0..C-1, spelled as words for prompts ("impervious_surface" -> "impervious surface");
+`SYNONYMS[class name]` (either spelling) the phrases of the first registered spec that has some.
+Datasets whose spec is only known by importing their module (a "module:Class" entry without a
+DATASET_SPECS line, e.g. deepglobe) are consulted after the others.
 """
 
-from semiearth.data.classes import SPECS
+from __future__ import annotations
 
-DATASET_CLASSES = {
-    name: [c.replace("_", " ") for c in SPECS[name].class_names]
-    for name in ("potsdam", "vaihingen", "loveda", "openearthmap")
-}
-
-# Phrases a caption of an aerial image would use for each class; prompts = templates x synonyms.
-SYNONYMS = {
-    "impervious surface": ["road", "pavement", "parking lot", "asphalt", "sidewalk", "paved area"],
-    "building": ["building", "roof", "rooftop", "house", "residential building"],
-    "low vegetation": ["grass", "lawn", "low vegetation", "meadow", "bushes"],
-    "tree": ["tree", "trees", "tree canopy", "woodland"],
-    "car": ["car", "cars", "parked car", "vehicle"],
-    "clutter": ["clutter", "debris", "construction site", "container", "miscellaneous objects"],
-    "background": ["background", "open land", "miscellaneous land", "bare surface"],
-    "road": ["road", "street", "highway", "paved road"],
-    "water": ["water", "river", "lake", "pond"],
-    "barren": ["barren land", "bare soil", "sand", "bare ground"],
-    "forest": ["forest", "trees", "woodland", "dense vegetation"],
-    "agriculture": ["farmland", "cropland", "agricultural field", "crop field"],
-    "bareland": ["bare land", "bare soil", "sand", "barren ground"],
-    "rangeland": ["rangeland", "grassland", "shrubland", "pasture"],
-    "developed space": ["developed area", "pavement", "parking lot", "urban open space", "plaza"],
-    "agriculture land": ["farmland", "cropland", "agricultural field", "crop field"],
-}
+from collections.abc import Iterator, Mapping
 
 TEMPLATES = (
     "a satellite photo of {}.",
@@ -41,13 +24,76 @@ TEMPLATES = (
 )
 
 
+def registered_specs() -> Iterator:
+    """The DatasetSpec of every registered dataset that has one: those known without importing a
+    dataset module first (the spec table, datasets registered as classes), then the others."""
+    from semiearth.data.registry import DATASET_SPECS, DATASETS, dataset_spec
+
+    cheap = [n for n in DATASETS if n in DATASET_SPECS or not isinstance(DATASETS[n], str)]
+    for name in [*cheap, *(n for n in DATASETS if n not in cheap)]:
+        try:
+            spec = dataset_spec(name)
+        except ImportError:  # a dataset whose optional dependency is missing has no prompts to give
+            continue
+        if spec is not None:
+            yield name, spec
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+class _DatasetClasses(Mapping):
+    """dataset name -> its class names as words, from the registered specs."""
+
+    def __getitem__(self, dataset: str) -> list[str]:
+        from semiearth.data.registry import DATASETS, dataset_spec
+
+        spec = dataset_spec(dataset) if dataset in DATASETS else None
+        if spec is None:
+            raise KeyError(dataset)
+        return [_words(c) for c in spec.class_names]
+
+    def __iter__(self):
+        return (name for name, _ in registered_specs())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in registered_specs())
+
+
+class _Synonyms(Mapping):
+    """class name (underscores or spaces) -> its prompt phrases, from the registered specs."""
+
+    def __getitem__(self, name: str) -> list[str]:
+        for _, spec in registered_specs():
+            for cls, phrases in spec.synonyms.items():
+                if name in (cls, _words(cls)):
+                    return list(phrases)
+        raise KeyError(name)
+
+    def __iter__(self):
+        seen = {}
+        for _, spec in registered_specs():
+            for cls in spec.synonyms:
+                seen.setdefault(_words(cls), None)
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+DATASET_CLASSES: Mapping[str, list[str]] = _DatasetClasses()
+SYNONYMS: Mapping[str, list[str]] = _Synonyms()
+
+
 def resolve_class_names(class_names) -> list[str]:
-    """A dataset key ("potsdam", "vaihingen", "loveda", "openearthmap") or a list of names -> names."""
+    """A registered dataset's name ("potsdam", "loveda", ...) or a list of names -> names."""
     if isinstance(class_names, str):
         key = class_names.lower().replace("-", "").replace("_", "")
-        if key not in DATASET_CLASSES:
-            raise ValueError(f"unknown dataset {class_names!r}; known: {sorted(DATASET_CLASSES)} or pass a list")
-        return list(DATASET_CLASSES[key])
+        known = {n.replace("_", ""): n for n in DATASET_CLASSES}
+        if key not in known:
+            raise ValueError(f"unknown dataset {class_names!r}; known: {sorted(known.values())} or pass a list")
+        return list(DATASET_CLASSES[known[key]])
     names = list(class_names)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"class_names must be a dataset key or a non-empty list of strings, got {class_names!r}")
@@ -55,7 +101,7 @@ def resolve_class_names(class_names) -> list[str]:
 
 
 def prompts_for(name: str, templates=TEMPLATES, synonyms=None) -> list[str]:
-    """All prompts of one class: every template with every synonym (the name itself when none known)."""
+    """All prompts of one class: every template with every synonym (the name, as words, when none known)."""
     table = SYNONYMS if synonyms is None else synonyms
-    words = table.get(name, [name])
+    words = table.get(name) or table.get(_words(name)) or [_words(name)]
     return [t.format(w) for t in templates for w in words]

@@ -1,12 +1,13 @@
 """Classifier registry: the one place that knows the region classifiers by name.
 
 Adding a classifier = one module with the class (protocol in _base.py) plus one line in CLASSIFIERS
-(or `register_classifier(name, cls)` from outside the package). The config's `purify.method`
-choices, the trainer's VLM-PP hook (semiearth/train/purify_hook.py) and the benches read this table.
+and one in CLASSIFIER_OPTIONS (its options model in semiearth/options.py); both tables live in the
+light semiearth/registry.py so the config checks `purify.method` and `purify.classifier_options`
+without importing a classifier. From outside the package: `register_classifier(name, cls, options=)`.
+The trainer's VLM-PP hook (semiearth/train/purify_hook.py) and the benches read this table.
 
 The trainer builds a classifier with the class's `from_config(ctx: ClassifierContext)` classmethod;
-a class without one (the oracle: it needs the unlabelled batch's ground truth) can be used from code
-and the benches but not named as `purify.method`.
+a class registered without one can be used from code and the benches but not named as `purify.method`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from semiearth.registry import lookup
-
-CLASSIFIERS: dict[str, str | type] = {
-    "uniform": "semiearth.purify.classifiers._base:UniformClassifier",
-    "oracle": "semiearth.purify.classifiers.oracle:OracleClassifier",
-    "noisy_oracle": "semiearth.purify.classifiers.noisy_oracle:NoisyOracleClassifier",
-    "prototype": "semiearth.purify.classifiers.prototype:PrototypeClassifier",
-    "openclip": "semiearth.purify.classifiers.openclip:OpenClipClassifier",
-    "vlm": "semiearth.purify.classifiers.hf_vlm:HFVLMClassifier",
-}
+from semiearth.config import classifier_problem
+from semiearth.registry import CLASSIFIER_OPTIONS, CLASSIFIERS, CONFIG_ARGS, lookup, options_model, register
 
 
 @dataclass
@@ -39,11 +32,13 @@ class ClassifierContext:
     log: Callable[[str], None] = print
 
 
-def register_classifier(name: str, target: str | type) -> None:
-    """Register `name` -> a class or "module:Class" (for classifiers outside this package)."""
+def register_classifier(name: str, target: str | type, options=None) -> None:
+    """Register `name` -> a class or "module:Class" (for classifiers outside this package); `options`:
+    the pydantic model of its `purify.classifier_options` (None: the class's pydantic `Options`
+    attribute, else any options, passed to it as keyword arguments)."""
     if name == "none":
         raise ValueError("register_classifier: 'none' means VLM-PP off and cannot name a classifier")
-    CLASSIFIERS[name] = target
+    register(CLASSIFIERS, CLASSIFIER_OPTIONS, name, target, options)
 
 
 def classifier_class(name: str) -> type:
@@ -56,17 +51,9 @@ def trainer_methods() -> list[str]:
 
 
 def check_method(method: str) -> str | None:
-    """None when `purify.method` names a classifier the trainer can build (or is 'none'), else why not."""
-    if method == "none" or method in trainer_methods():
-        return None
-    allowed = ", ".join(["none", *trainer_methods()])
-    if method in CLASSIFIERS:
-        cls = classifier_class(method)
-        return (
-            f"{method!r} ({cls.__name__}) cannot be built by the trainer: it has no from_config "
-            f"(see semiearth/purify/classifiers/registry.py); one of {allowed}"
-        )
-    return f"{method!r} is not one of [{allowed}]"
+    """None when `purify.method` names a classifier the trainer can build (or is 'none'), else why not
+    (the config's check, semiearth/config.py, which imports no classifier)."""
+    return None if method == "none" else classifier_problem(method)
 
 
 def build_classifier(name: str, ctx: ClassifierContext):
@@ -85,38 +72,13 @@ def build_classifier(name: str, ctx: ClassifierContext):
     return classifier
 
 
-# Arguments that a class's from_config fills in from the config itself (data.class_names, data.num_classes,
-# purify.encoder): classifier_options cannot set them.
-CONFIG_ARGS = ("class_names", "num_classes", "encoder")
-
-
 def option_names(name: str) -> list[str] | None:
-    """The keyword arguments `purify.classifier_options` may give classifier `name` (None: any)."""
-    import inspect
-
-    params = inspect.signature(classifier_class(name).__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in kinds and p.name != "self" and p.name not in CONFIG_ARGS]
+    """The keys `purify.classifier_options` may give classifier `name` (None: any): its options model's."""
+    model = options_model(CLASSIFIERS, CLASSIFIER_OPTIONS, name)
+    return None if model is None else list(model.model_fields)
 
 
-def check_options(name: str, options: dict) -> str | None:
-    """None when every key of `options` is an argument of classifier `name` (or the name is unknown /
-    'none': check_method reports that), else which key is wrong and the allowed ones."""
-    if name == "none" or name not in CLASSIFIERS or not options:
-        return None
-    allowed = option_names(name)
-    if allowed is None:
-        return None
-    for key in options:
-        if key in CONFIG_ARGS:
-            where = "purify.encoder" if key == "encoder" else f"data.{key}"
-            return f"{key!r} comes from {where}, not from classifier_options"
-        if key not in allowed:
-            import difflib
-
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            return f"unknown option {key!r} of purify.method {name}; {hint}allowed: {', '.join(allowed)}"
-    return None
+__all__ = [
+    "CLASSIFIERS", "CLASSIFIER_OPTIONS", "CONFIG_ARGS", "ClassifierContext", "build_classifier", "check_method",
+    "classifier_class", "option_names", "register_classifier", "trainer_methods",
+]  # fmt: skip

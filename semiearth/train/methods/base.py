@@ -23,16 +23,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from semiearth.models import build_model
 from semiearth.models.ensemble import MeanProbabilities
+from semiearth.options import NoOptions  # a method without train.method_options
 from semiearth.timing import StageTimer
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.checkpoint import CheckpointError, load_weights
 from semiearth.train.ema import create_teacher, ema_momentum, ema_update
 from semiearth.train.purify_hook import PseudoLabels, pseudo_labels
-
-
-@dataclass
-class NoOptions:
-    """A method without `train.method_options`."""
 
 
 @dataclass
@@ -141,7 +137,8 @@ class Method:
     TEACHERS: {name: student} EMA teachers, theta_t <- m theta_t + (1 - m) theta_s after every step.
     ENSEMBLES: {name: (network, ...)}: named averages that eval/predict can use as one model.
     semi: whether the method reads unlabelled batches; strong_views: strong views per unlabelled image.
-    Options: the dataclass of `train.method_options` (checked when the config is read).
+    Options: the pydantic model of `train.method_options` (semiearth/options.py; the config checks the
+    options against it when loaded, through METHOD_OPTIONS in semiearth/registry.py).
     """
 
     name = ""  # the registry name (METHODS in semiearth/train/methods/__init__.py)

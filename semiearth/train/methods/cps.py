@@ -10,28 +10,12 @@ No EMA teacher; evaluation uses `eval_weights`: student_a, student_b or mean (th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from semiearth.options import CPSOptions  # train.method_options (a pydantic model, checked at load)
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss, unsupervised_loss
 from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets
-
-
-@dataclass
-class CPSOptions:
-    cps_weight: float = 1.5  # weight of the cross pseudo supervision (the paper's 1.5 with CutMix)
-    threshold: float = 0.0  # confidence a pseudo-label needs to count; 0 = every pixel (the paper)
-    eval_weights: str = "student_a"  # student_a, student_b or mean
-
-    def __post_init__(self):
-        if not self.cps_weight >= 0:
-            raise ValueError(f"cps_weight: must be >= 0, got {self.cps_weight!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: must be in [0, 1], got {self.threshold!r}")
-        if self.eval_weights not in ("student_a", "student_b", "mean"):
-            raise ValueError(f"eval_weights: must be student_a, student_b or mean, got {self.eval_weights!r}")
 
 
 class CPS(Method):

@@ -11,28 +11,14 @@ or their KL divergence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from semiearth.options import MeanTeacherOptions  # train.method_options (checked at load)
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss
 from semiearth.train.methods.base import Method, StepContext, StepResult, autocast
-
-
-@dataclass
-class MeanTeacherOptions:
-    consistency: float = 10.0  # weight of the consistency loss after the ramp-up
-    rampup_iters: int = 200  # sigmoid ramp-up length; 0 = full weight from the start
-    loss: Literal["mse", "kl"] = "mse"
-
-    def __post_init__(self):
-        if not (math.isfinite(self.consistency) and self.consistency >= 0):
-            raise ValueError(f"consistency: must be a finite number >= 0, got {self.consistency!r}")
-        if self.rampup_iters < 0:
-            raise ValueError(f"rampup_iters: must be >= 0, got {self.rampup_iters!r}")
 
 
 def rampup(iteration: int, length: int) -> float:

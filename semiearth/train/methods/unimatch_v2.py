@@ -14,22 +14,13 @@ student forwards, one forward covers the labelled and strong images (as our FixM
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 
+from semiearth.options import UniMatchV2Options  # train.method_options (checked at load)
 from semiearth.train.augment import apply_cutmix
 from semiearth.train.losses import supervised_loss, unsupervised_loss
 from semiearth.train.methods.base import Method, StepContext, StepResult, autocast, mix_targets
-
-
-@dataclass
-class UniMatchV2Options:
-    drop_images: float = 0.5  # share of images whose two strong views get complementary channel halves
-
-    def __post_init__(self):
-        if not 0.0 <= self.drop_images <= 1.0:
-            raise ValueError(f"drop_images: must be in [0, 1], got {self.drop_images!r}")
 
 
 def complementary_masks(n: int, channels: int, drop_images: float, device) -> torch.Tensor:

@@ -89,7 +89,9 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path, capsys)
         (["data.std=[0.2, 0, 0.2]"], ["data.std", "> 0", "[0.2, 0.0, 0.2]"]),
         (["data.std=[0.2, -1, 0.2]"], ["data.std", "> 0"]),
         (["purify=prototype", "purify.classifier_options={tempreture: 2}"],
-         ["purify.classifier_options", "'tempreture'", "did you mean 'temperature'"]),
+         ["unknown key 'purify.classifier_options.tempreture'", "did you mean 'temperature'"]),
+        # the op's range (semiearth/bounds.py), refused at load instead of a traceback from inside the op
+        (["purify.low_thresh=0"], ["purify.low_thresh", "must be > 0 and <= 1, got 0", "(from --set purify.low_thresh=0)"]),
         (["purify=openclip", "purify.classifier_options={class_names: [a]}"], ["class_names", "data.class_names"]),
     ],
 )  # fmt: skip

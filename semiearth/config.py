@@ -107,10 +107,11 @@ class DataConfig(Section):
         if spec is not None:
             if self.num_classes is None:
                 self.num_classes = spec.num_classes
-            if "class_names" not in self._given:
-                self.class_names = list(spec.class_names)
-            if self.palette is None:
-                self.palette = [list(c) for c in spec.palette]
+            if self.num_classes == spec.num_classes:  # else Config reports the disagreement, naming both
+                if "class_names" not in self._given:
+                    self.class_names = list(spec.class_names)
+                if self.palette is None:
+                    self.palette = [list(c) for c in spec.palette]
         if self.num_classes is None:
             return self  # a dataset without a class table: Config requires data.num_classes
         _check_data(self)

@@ -139,7 +139,8 @@ def test_header_names_the_labels_that_prepare_used(tmp_path, capsys):
     for eroded, labels in ((True, "ISPRS eroded labels"), (False, "ISPRS full labels")):
         root = prepared_potsdam(tmp_path, eroded)
         assert ground_truth_labels(DataConfig(name="potsdam", root=str(root))) == labels
-        sets = ["data.name=potsdam", f"data.root={root}", "data.splits.test=splits/test.txt", "eval.window=32"]
+        sets = ["data.name=potsdam", "data.options={}", f"data.root={root}", "data.splits.test=splits/test.txt"]
+        sets += ["eval.window=32"]
         sets += ["eval.exclude_classes=[clutter]", "eval.boundary_erosion=2"]
         argv = ["--checkpoint", str(ckpt), "--json", str(tmp_path / "m.json")]
         assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0

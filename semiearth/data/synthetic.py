@@ -20,8 +20,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-from semiearth.config import DataConfig
+from semiearth.config import DataConfig, describe
 from semiearth.data.classes import SYNTHETIC
 from semiearth.options import SyntheticOptions
 
@@ -167,7 +168,12 @@ class SyntheticAerial(torch.utils.data.Dataset):
     NEEDS_ROOT = False
 
     def __init__(self, cfg: DataConfig, split: str):
-        opts = SyntheticOptions(**cfg.options).model_dump()
+        try:  # checked when the config is loaded; again here for a DataConfig built in code
+            opts = SyntheticOptions(**cfg.options).model_dump()
+        except ValidationError as err:
+            raise ValueError(
+                f"{describe(err, SyntheticOptions, 'data.options')} (options of dataset synthetic)"
+            ) from None
         if split not in _SPLIT_SALT:
             raise ValueError(f"unknown split '{split}'")
         if cfg.num_classes != 6:

@@ -53,3 +53,42 @@ def test_evaluate_perfect_model():
     for mode in ("whole", "slide"):
         m = evaluate(Oracle(), items, data, EvalConfig(mode=mode, window=4, stride=3))
         assert m["mIoU"] == 1.0 and m["OA"] == 1.0
+
+
+def reference_sliding(model, images, window, stride, multiple=1):
+    """The whole-image accumulation predict_sliding was before it became a consumer of
+    sliding_average (issue 23): every window of the padded batch, sums and counts over the image."""
+    b, _, h, w = images.shape
+    x = torch.nn.functional.pad(images, (0, max(0, window - w), 0, max(0, window - h)))
+    H, W = x.shape[-2:]
+
+    def starts(n):
+        return [0] if n <= window else sorted(set(range(0, n - window, stride)) | {n - window})
+
+    probs, count = None, torch.zeros(1, 1, H, W)
+    for y in starts(H):
+        for xs in starts(W):
+            p = predict_whole(model, x[..., y : y + window, xs : xs + window], multiple)
+            probs = torch.zeros(b, p.shape[1], H, W) if probs is None else probs
+            probs[..., y : y + window, xs : xs + window] += p
+            count[..., y : y + window, xs : xs + window] += 1
+    return (probs / count)[..., :h, :w]
+
+
+@pytest.mark.parametrize(
+    "size, window, stride, multiple",
+    [((20, 27), 8, 5, 1), ((16, 16), 16, 8, 1), ((9, 30), 12, 7, 4), ((6, 6), 8, 4, 4), ((70, 45), 32, 24, 4)],
+)
+def test_sliding_is_bit_identical_to_the_whole_image_accumulation(size, window, stride, multiple):
+    from semiearth.config import ModelConfig
+    from semiearth.models import build_model
+
+    torch.manual_seed(0)
+    tiny = build_model(ModelConfig(name="tiny", pretrained=False, decoder_channels=8), 5).eval()
+    for model in (pointwise_model(), tiny):
+        for b in (1, 2):
+            x = torch.randn(b, 3, *size)
+            assert torch.equal(
+                predict_sliding(model, x, window, stride, multiple),
+                reference_sliding(model, x, window, stride, multiple),
+            )

@@ -48,7 +48,6 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from semiearth.cli import WEIGHTS_HELP, OutputError, check_output_dir, check_output_file, cli_main, describe
 from semiearth.data.classes import IGNORE_INDEX, colourise, default_palette
@@ -63,7 +62,7 @@ from semiearth.data.io import (
     rgb_bands,
     to_rgb_float,
 )
-from semiearth.eval.inference import predict_strips
+from semiearth.eval.inference import TensorSource, predict_strips, window_starts
 from semiearth.eval.submission import (
     FORMATS,
     SubmissionError,
@@ -95,29 +94,6 @@ def load_model(path: str, weights: str | None = None, device: str = "cpu"):
     except CheckpointError as e:
         raise PredictError(str(e)) from e
     return model.to(device).eval(), cfg
-
-
-def starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    s = list(range(0, length - window + 1, stride))
-    if s[-1] + window < length:
-        s.append(length - window)
-    return s
-
-
-class TensorSource:
-    """A normalised image [3,h,w] in memory as the window source of ``predict_strips`` (zeros past
-    its edges, as an image smaller than the window is padded)."""
-
-    def __init__(self, image: torch.Tensor, window: int):
-        _, h, w = image.shape
-        self.shape = (int(h), int(w))
-        ph, pw = max(0, window - h), max(0, window - w)
-        self.x = F.pad(image, (0, pw, 0, ph)) if (ph or pw) else image
-
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        return self.x[:, y0:y1, x0:x1]
 
 
 @torch.no_grad()
@@ -320,7 +296,7 @@ def label_strips(model, source: FileSource, window: int, stride: int, batch_size
     Images up to WHOLE_IMAGE_PIXELS are normalised whole (:func:`sliding_predict`), larger ones read
     a batch of windows at a time (:func:`semiearth.eval.inference.predict_strips`)."""
     h, w = source.shape
-    bar.total += len(starts(max(h, window), window, stride)) * len(starts(max(w, window), window, stride))
+    bar.total += len(window_starts(max(h, window), window, stride)) * len(window_starts(max(w, window), window, stride))
     bar.set_postfix_str(os.path.basename(source.reader.path))
     if h * w <= WHOLE_IMAGE_PIXELS:
         strips = [(0, sliding_predict(model, source.read(0, h, 0, w), window, stride, batch_size, multiple, bar))]

@@ -172,13 +172,11 @@ def readable_path(path: str | None):
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Start offsets covering [0, length) with windows of ``tile`` every ``stride``; the last window
-    is aligned with the end. A length <= tile gives one window [0, length)."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
+    is aligned with the end. A length <= tile gives one window [0, length). (The package's one
+    window-start helper, :func:`semiearth.eval.inference.window_starts`.)"""
+    from semiearth.eval.inference import window_starts
+
+    return window_starts(length, tile, stride)
 
 
 @dataclass

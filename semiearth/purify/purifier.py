@@ -18,8 +18,7 @@ from semiearth.ops._extension import BACKENDS
 from semiearth.ops._validate import check_int, check_unit_interval
 from semiearth.ops.purify_apply import RULES, pixel_regions
 from semiearth.purify.classifiers._base import accepts_classes, as_triple, check_probabilities
-from semiearth.purify.classifiers.prototype import crop_scale_shift
-from semiearth.purify.regions import select_regions
+from semiearth.purify.regions import crop_scale_shift, select_regions
 from semiearth.timing import StageTimer
 
 STAGES = ("stats", "select", "crop", "classify", "apply")

@@ -7,11 +7,19 @@ so a boundary cell between road and building yields two regions, one crop per si
 taken in cell-score order (largest class first inside a cell) until the per-image budget
 `max_regions` is spent. The box of a segment is its cell grown by `context` around the cell's centre
 and clipped to the image: the VLM sees the segment's neighbourhood, masked to the segment's class.
+
+This module owns that geometry: the boxes (:func:`segment_regions`, used by :func:`select_regions`
+and :func:`label_regions`, the labelled segments classifiers are fitted on), the ground-truth
+histogram of a selected segment (:func:`segment_histogram`) and the crops' normalisation
+(:func:`crop_scale_shift`).
 """
 
 import torch
+import torch.nn.functional as F
 
 from semiearth.ops import PurifyStats
+from semiearth.ops.purify_apply import pixel_regions
+from semiearth.purify.classifiers._base import as_triple
 
 
 def default_min_pixels(cell: int) -> int:
@@ -89,13 +97,24 @@ def select_regions(
     cls = flat % c
     cxy = flat // c
     cy, cx = cxy // wc, cxy % wc
+    regions = segment_regions(bidx, cy, cx, cls, cell, context, h, w)
+    seg_table[bidx, cy, cx, cls] = j.to(torch.int32)
+    return regions, seg_table
+
+
+def segment_regions(b, cy, cx, cls, cell: int, context: float, h: int, w: int) -> torch.Tensor:
+    """Regions [N,6] float32 (batch, x1, y1, x2, y2, class) of the (cell, class) segments given by
+    [N] integer tensors b, cy, cx, cls: the box of a segment is its cell (clipped to the h x w image)
+    grown by ``context`` around the cell's centre and clipped to the image, in pixel coordinates
+    (x2, y2 exclusive edges, as roi_align boxes). The one box geometry of VLM-PP: the purifier's
+    segments (:func:`select_regions`) and the labelled ones (:func:`label_regions`) share it."""
     x0, y0 = (cx * cell).float(), (cy * cell).float()
     x1, y1 = ((cx + 1) * cell).clamp(max=w).float(), ((cy + 1) * cell).clamp(max=h).float()
     mx, my = (x0 + x1) / 2, (y0 + y1) / 2
     hx, hy = (x1 - x0) * context / 2, (y1 - y0) * context / 2
-    regions = torch.stack(
+    return torch.stack(
         [
-            bidx.float(),
+            b.float(),
             (mx - hx).clamp(0, w),
             (my - hy).clamp(0, h),
             (mx + hx).clamp(0, w),
@@ -104,5 +123,46 @@ def select_regions(
         ],
         dim=1,
     )
-    seg_table[bidx, cy, cx, cls] = j.to(torch.int32)
-    return regions, seg_table
+
+
+def label_regions(masks: torch.Tensor, num_classes: int, cell: int, context: float, min_pixels: int, ignore_index=255):
+    """Every (cell, class) segment of ground-truth masks [B,H,W] with >= min_pixels pixels -> regions
+    [N,6] (:func:`segment_regions`), ordered by image, class, cell row, cell column: the labelled
+    segments the prototype classifier is fitted on and the abstaining wrapper is calibrated on, cut
+    like the purifier cuts pseudo-labels."""
+    b, h, w = masks.shape
+    hc, wc = -(-h // cell), -(-w // cell)
+    valid = (masks != ignore_index) & (masks >= 0) & (masks < num_classes)
+    onehot = F.one_hot(masks.clamp(0, num_classes - 1) * valid, num_classes) * valid[..., None]
+    onehot = F.pad(onehot.permute(0, 3, 1, 2).float(), (0, wc * cell - w, 0, hc * cell - h))
+    hist = onehot.reshape(b, num_classes, hc, cell, wc, cell).sum(dim=(3, 5))  # [B,C,Hc,Wc]
+    bi, ci, cy, cx = (hist >= min_pixels).nonzero(as_tuple=True)
+    return segment_regions(bi, cy, cx, ci, cell, context, h, w)
+
+
+def segment_histogram(stats: PurifyStats, seg_table: torch.Tensor, gt: torch.Tensor, n: int, c: int, ignore_index=255):
+    """[n,c] float32: ground-truth class counts of the candidate pixels of each selected segment.
+
+    stats/seg_table [B,Hc,Wc,C] as select_regions made them, gt [B,H,W] int64 (ignore_index skipped).
+    The rows are what purification may change, so argmax of a row is the segment's true class.
+    Computed on the device without a host sync (every pixel counted, the others in a spare slot).
+    """
+    dev = stats.label.device
+    if gt.device != dev:
+        gt = gt.to(dev)
+    valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
+    region, hit = pixel_regions(stats, seg_table)
+    keep = hit & valid
+    idx = torch.where(keep, region.long() * c + gt, n * c).flatten()
+    counts = torch.zeros(n * c + 1, dtype=torch.int64, device=dev).index_add_(0, idx, torch.ones_like(idx))
+    return counts[: n * c].reshape(n, c).float()
+
+
+def crop_scale_shift(images, image_mean, image_std, mean, std):
+    """crop_batch scale/shift that map the given images (normalised with image_mean/std from RGB in
+    [0, 1]; uint8 images are taken as RGB 0..255) to the classifier's normalisation mean/std."""
+    m, s = torch.tensor(as_triple("mean", mean)), torch.tensor(as_triple("std", std))
+    if images.dtype == torch.uint8:
+        return (1.0 / (255.0 * s)).tolist(), (-m / s).tolist()
+    im, istd = torch.tensor(as_triple("image_mean", image_mean)), torch.tensor(as_triple("image_std", image_std))
+    return (istd / s).tolist(), ((im - m) / s).tolist()

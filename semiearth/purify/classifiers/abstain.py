@@ -29,9 +29,8 @@ import torch.nn.functional as F
 
 from semiearth.ops import crop_batch
 from semiearth.purify.classifiers._base import accepts_classes, check_crops
-from semiearth.purify.classifiers.noisy_oracle import best_temperature
-from semiearth.purify.classifiers.oracle import segment_histogram
-from semiearth.purify.classifiers.prototype import crop_scale_shift, label_regions
+from semiearth.purify.classifiers._shared import best_temperature
+from semiearth.purify.regions import crop_scale_shift, label_regions, segment_histogram
 
 
 def isotonic(x: torch.Tensor, y: torch.Tensor):

@@ -47,8 +47,8 @@ from semiearth.purify.classifiers._base import (
     fill_unscored,
     weights_file_problem,
 )
+from semiearth.purify.classifiers._shared import hub_offline, offline_mode
 from semiearth.purify.classifiers.classes import SYNONYMS, resolve_class_names
-from semiearth.purify.classifiers.openclip import _offline_mode, hub_offline
 
 NAME = "HFVLMClassifier"
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -169,7 +169,7 @@ def load_vlm(
         )
         options["device_map"] = {"": device}
     try:
-        with _offline_mode() if local_only else contextlib.nullcontext():
+        with offline_mode() if local_only else contextlib.nullcontext():
             processor = AutoProcessor.from_pretrained(source, **kwargs)
             net = AutoModelForImageTextToText.from_pretrained(source, **kwargs, **options)
     except OSError as err:

@@ -28,7 +28,9 @@ import math
 import torch
 
 from semiearth.purify.classifiers._base import check_crops
-from semiearth.purify.classifiers.oracle import OracleClassifier, segment_histogram
+from semiearth.purify.classifiers._shared import best_temperature
+from semiearth.purify.classifiers.oracle import OracleClassifier
+from semiearth.purify.regions import segment_histogram
 
 # class name -> {confused class name: relative weight}; every other class gets BASE_WEIGHT.
 CONFUSION = {
@@ -80,19 +82,6 @@ def confusion_matrix(class_names, dataset: str | None = None) -> torch.Tensor:
             m[i, j] += table.get(name, {}).get(other, 0.0)
     m.fill_diagonal_(0.0)
     return m / m.sum(dim=1, keepdim=True).clamp(min=1e-12)
-
-
-def best_temperature(z: torch.Tensor, target: torch.Tensor) -> float:
-    """Temperature T in about [0.02, 50] minimising the cross-entropy of softmax(z / T) [N,C] against
-    target distributions [N,C]: a log grid, then a finer one around its best point."""
-
-    def ce(t: float) -> float:
-        return float(-(target * torch.log_softmax(z / t, dim=1)).sum(dim=1).mean())
-
-    step = (math.log(50.0) - math.log(0.02)) / 59
-    best = min(torch.exp(torch.linspace(math.log(0.02), math.log(50.0), 60)).tolist(), key=ce)
-    fine = torch.exp(torch.linspace(math.log(best) - step, math.log(best) + step, 21)).tolist()
-    return min(fine, key=ce)
 
 
 class NoisyOracleClassifier(OracleClassifier):

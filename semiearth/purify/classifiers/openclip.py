@@ -22,17 +22,15 @@ is not in the local cache is a FileNotFoundError within seconds that says which 
 how to get it; there is never a silent fallback to random weights.
 """
 
-import contextlib
 import os
 import re
-import socket
 from collections.abc import Sequence
-from functools import cache
 
 import torch
 import torch.nn.functional as F
 
 from semiearth.purify.classifiers._base import ClassifierError, check_crops, load_error, weights_file_problem
+from semiearth.purify.classifiers._shared import hub_offline, offline_mode
 from semiearth.purify.classifiers.classes import TEMPLATES, prompts_for, resolve_class_names
 
 # (pattern in the file name, open_clip model), most specific first.
@@ -56,42 +54,6 @@ def model_for_checkpoint(path: str) -> str:
         f"cannot tell the open_clip architecture of {path!r} from its name; pass model= "
         f"(e.g. 'ViT-B-32'); known name patterns: {[m for _, m in CHECKPOINT_MODELS]}"
     )
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-@cache
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE is set or huggingface.co cannot be reached within 3 seconds."""
-    return _truthy(os.environ.get("HF_HUB_OFFLINE", "")) or not _hub_reachable()
-
-
-@contextlib.contextmanager
-def _offline_mode():
-    """Make huggingface_hub fail at once on a cache miss instead of retrying the network."""
-    import huggingface_hub.constants as hfc
-
-    old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), hfc.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hfc.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hfc.HF_HUB_OFFLINE = old_const
-        if old_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = old_env
 
 
 def _missing(what: str, how: str, err: Exception | None = None) -> FileNotFoundError:
@@ -130,7 +92,7 @@ def load_open_clip(model: str, pretrained: str | None, device="cpu", cache_dir: 
         if not hub_offline():
             return open_clip.create_model(model, device=device, cache_dir=cache_dir), model
         try:
-            with _offline_mode():
+            with offline_mode():
                 return open_clip.create_model(model, device=device, cache_dir=cache_dir), model
         except Exception as err:
             raise _missing(
@@ -155,7 +117,7 @@ def load_open_clip(model: str, pretrained: str | None, device="cpu", cache_dir: 
                 raise _missing(f"{model}/{pretrained} ({url})", f"Download it to {local} or pass a file path.")
             return open_clip.create_model(model, pretrained=local, device=device), model
         try:
-            with _offline_mode():
+            with offline_mode():
                 return open_clip.create_model(model, pretrained=pretrained, device=device, cache_dir=cache_dir), model
         except Exception as err:
             raise _missing(

@@ -7,28 +7,10 @@ import torch
 
 from semiearth.ops import PurifyStats
 from semiearth.ops._checks import require
-from semiearth.ops.purify_apply import pixel_regions
 from semiearth.purify.classifiers._base import check_crops
+from semiearth.purify.regions import segment_histogram
 
 SCOPES = ("segment", "box")
-
-
-def segment_histogram(stats: PurifyStats, seg_table: torch.Tensor, gt: torch.Tensor, n: int, c: int, ignore_index=255):
-    """[n,c] float32: ground-truth class counts of the candidate pixels of each selected segment.
-
-    stats/seg_table [B,Hc,Wc,C] as select_regions made them, gt [B,H,W] int64 (ignore_index skipped).
-    The rows are what purification may change, so argmax of a row is the segment's true class.
-    Computed on the device without a host sync (every pixel counted, the others in a spare slot).
-    """
-    dev = stats.label.device
-    if gt.device != dev:
-        gt = gt.to(dev)
-    valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
-    region, hit = pixel_regions(stats, seg_table)
-    keep = hit & valid
-    idx = torch.where(keep, region.long() * c + gt, n * c).flatten()
-    counts = torch.zeros(n * c + 1, dtype=torch.int64, device=dev).index_add_(0, idx, torch.ones_like(idx))
-    return counts[: n * c].reshape(n, c).float()
 
 
 class OracleClassifier:

@@ -20,31 +20,7 @@ import torch.nn.functional as F
 
 from semiearth.ops import crop_batch
 from semiearth.purify.classifiers._base import as_triple, check_crops
-
-
-def label_regions(masks: torch.Tensor, num_classes: int, cell: int, context: float, min_pixels: int, ignore_index=255):
-    """Every (cell, class) segment of ground-truth masks [B,H,W] with >= min_pixels pixels -> regions [N,6]."""
-    b, h, w = masks.shape
-    hc, wc = -(-h // cell), -(-w // cell)
-    valid = (masks != ignore_index) & (masks >= 0) & (masks < num_classes)
-    onehot = F.one_hot(masks.clamp(0, num_classes - 1) * valid, num_classes) * valid[..., None]
-    onehot = F.pad(onehot.permute(0, 3, 1, 2).float(), (0, wc * cell - w, 0, hc * cell - h))
-    hist = onehot.reshape(b, num_classes, hc, cell, wc, cell).sum(dim=(3, 5))  # [B,C,Hc,Wc]
-    bi, ci, cy, cx = (hist >= min_pixels).nonzero(as_tuple=True)
-    x0, y0 = (cx * cell).float(), (cy * cell).float()
-    x1, y1 = ((cx + 1) * cell).clamp(max=w).float(), ((cy + 1) * cell).clamp(max=h).float()
-    mx, my, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * context / 2, (y1 - y0) * context / 2
-    return torch.stack(
-        [
-            bi.float(),
-            (mx - hx).clamp(0, w),
-            (my - hy).clamp(0, h),
-            (mx + hx).clamp(0, w),
-            (my + hy).clamp(0, h),
-            ci.float(),
-        ],
-        dim=1,
-    )
+from semiearth.purify.regions import crop_scale_shift, label_regions
 
 
 class _PooledTimm(torch.nn.Module):
@@ -329,13 +305,3 @@ def spherical_kmeans(z: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
         empty = torch.bincount(assign, minlength=k) == 0
         centres = F.normalize(torch.where(empty[:, None], centres, sums), dim=1)
     return centres
-
-
-def crop_scale_shift(images, image_mean, image_std, mean, std):
-    """crop_batch scale/shift that map the given images (normalised with image_mean/std from RGB in
-    [0, 1]; uint8 images are taken as RGB 0..255) to the classifier's normalisation mean/std."""
-    m, s = torch.tensor(as_triple("mean", mean)), torch.tensor(as_triple("std", std))
-    if images.dtype == torch.uint8:
-        return (1.0 / (255.0 * s)).tolist(), (-m / s).tolist()
-    im, istd = torch.tensor(as_triple("image_mean", image_mean)), torch.tensor(as_triple("image_std", image_std))
-    return (istd / s).tolist(), ((im - m) / s).tolist()

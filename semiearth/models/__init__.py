@@ -7,6 +7,8 @@ split) and an attribute `size_multiple` (whole-image inference resizes to a mult
 - `effnet_lite0_fpn`: ImageNet EfficientNet-Lite0 (offline) + FPN; the CPU-scale model.
 - `dinov2_dpt`: DINOv2 ViT-S/B/L + DPT head (UniMatch-V2 / SemiEarth).
 - `tiny`: a small random CNN for tests.
+- `smp`: any segmentation_models_pytorch architecture (`model.arch`) over any of its encoders
+  (`model.encoder`), weights from `model.weights`, the hub, or none (the `[torchgeo]` extra).
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ def _tiny(cfg, num_classes: int) -> nn.Module:
     return TinySegNet(num_classes, channels=cfg.decoder_channels)
 
 
-MODELS = {"effnet_lite0_fpn": _effnet, "dinov2_dpt": _dinov2, "tiny": _tiny}
+def _smp(cfg, num_classes: int) -> nn.Module:
+    from semiearth.config import ConfigError
+    from semiearth.models.smp import SMPSegmenter
+
+    if not cfg.arch or not cfg.encoder:
+        missing = "model.arch" if not cfg.arch else "model.encoder"
+        raise ConfigError(
+            f"{missing} is not set for model.name smp: e.g. --set model.arch=Unet --set model.encoder=resnet34"
+        )
+    return SMPSegmenter(cfg.arch, cfg.encoder, num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
+
+
+MODELS = {"effnet_lite0_fpn": _effnet, "dinov2_dpt": _dinov2, "tiny": _tiny, "smp": _smp}
 
 
 def build_model(cfg, num_classes: int) -> nn.Module:

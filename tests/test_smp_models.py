@@ -62,6 +62,12 @@ def test_trains_two_iterations_with_vlmpp(tmp_path, arch, encoder, method):
     result = train(cfg)
     assert not result["interrupted"] and 0 <= result["test"]["mIoU"] <= 1
     assert (tmp_path / "purify.jsonl").read_text().strip()  # VLM-PP ran on the smp teacher's pseudo-labels
+    if method == "fixmatch":  # the checkpoint rebuilds the smp model from its config, offline
+        from semiearth.cli.evaluate import main
+
+        out = tmp_path / "eval.json"
+        assert main(["--checkpoint", str(tmp_path / "latest.pth"), "--json", str(out)]) == 0
+        assert out.is_file()
 
 
 def test_local_encoder_weights_file(tmp_path):
@@ -74,7 +80,7 @@ def test_local_encoder_weights_file(tmp_path):
     torch.testing.assert_close(model.backbone.conv1.weight, src.encoder.conv1.weight)
     torch.save({"nothing": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="does not hold weights of encoder resnet18"):
-        build_model(smp_config("Unet", "resnet18", weights=str(tmp_path / "other.pth")), 4)
+        build_model(smp_config("Unet", "resnet18", pretrained=True, weights=str(tmp_path / "other.pth")), 4)
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@
 
 `model.arch` is an smp architecture (Unet, UnetPlusPlus, MAnet, Linknet, FPN, PSPNet, DeepLabV3,
 DeepLabV3Plus, PAN, UPerNet, Segformer, DPT; any case), `model.encoder` one of smp's encoders or
-`tu-<timm model>`. Encoder weights: `model.weights` (a local file: the encoder's state dict, an smp
-model's, or the timm model's for `tu-` encoders), else smp's ImageNet weights from the Hugging Face
-hub (or its cache) when `model.pretrained`, else random init.
+`tu-<timm model>`. Encoder weights, when `model.pretrained` (the default): `model.weights` (a local
+file: the encoder's state dict, an smp model's, or the timm model's for `tu-` encoders), else smp's
+ImageNet weights from the Hugging Face hub (or its cache). `model.pretrained: false` is random init
+and reads no file (semiearth-predict and semiearth-eval build so, then load the checkpoint).
 
 SemiEarth's model contract (semiearth/models/__init__.py): the smp encoder is `backbone` (the
 backbone learning rate; the rest takes `train.head_lr_mult`), and `decoder` receives the encoder
@@ -146,7 +147,8 @@ def hub_or_cache():
 
 
 def create_smp(arch: str, encoder: str, num_classes: int, pretrained: bool, weights: str) -> nn.Module:
-    """The smp model; its encoder weights from `weights`, the hub or its cache, or none."""
+    """The smp model; when `pretrained`, its encoder weights from `weights` or else the hub or its
+    cache; otherwise random init."""
     cls = arch_class(arch)
     check_encoder(encoder)
     use_hub = pretrained and not weights
@@ -168,7 +170,7 @@ def create_smp(arch: str, encoder: str, num_classes: int, pretrained: bool, weig
         raise ConfigError(
             f"model: smp {cls.__name__} with encoder {encoder} cannot be built: {_one_line(err)}"
         ) from None
-    if weights:
+    if pretrained and weights:
         load_encoder_weights(model.encoder, weights, encoder)
     return model
 

@@ -47,6 +47,26 @@ def test_contract_backbone_decoder_features_and_size(arch, encoder):
         model(torch.randn(1, 3, 40, 64))
 
 
+def test_unimatch_feature_dropout_acts_on_smp_encoder_features():
+    """UniMatch V2's complementary channel dropout (a pre-hook on `decoder`) changes what the decoder
+    sees, and leaves the input image (passed beside the features) alone."""
+    from semiearth.train.methods.unimatch_v2 import channel_dropout
+
+    model = build_model(smp_config("Unet", "resnet18"), 3).eval()
+    x = torch.randn(1, 3, 64, 64).repeat(2, 1, 1, 1)  # two identical images: rows 0 and 1 of the pair
+    seen = []
+    model.decoder.register_forward_hook(lambda _m, args, _out: seen.append(args))
+    with torch.no_grad():
+        plain = model(x)
+        with channel_dropout(model, 0, 1, drop_images=1.0):
+            dropped = model(x)
+    (before, _), (after, image) = seen
+    assert torch.equal(image, x)  # the image is passed beside the features, not among them
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(b[0] + b[1], 2 * a[0])  # each channel x2 in one view, 0 in the other
+    assert not torch.allclose(after[-1][0], before[-1][0]) and not torch.allclose(plain, dropped)
+
+
 @pytest.mark.parametrize(
     ("arch", "encoder", "method"),
     [("DeepLabV3Plus", "mobilenet_v2", "fixmatch"), ("Segformer", "mit_b0", "unimatch_v2")],

@@ -42,7 +42,7 @@ def _smp():
 
 def architectures() -> dict[str, type]:
     """smp's architectures by class name (Unet, DeepLabV3Plus, ...)."""
-    return {cls.__name__: cls for cls in _smp()._MODEL_ARCHITECTURES}
+    return {cls.__name__: cls for cls in _smp().MODEL_ARCHITECTURES_MAPPING.values()}
 
 
 def arch_class(arch: str) -> type:

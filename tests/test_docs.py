@@ -85,6 +85,8 @@ def test_every_docs_page_is_in_nav():
     assert not missing, f"docs pages not in mkdocs.yml's nav (add them, or to not_in_nav): {missing}"
     absent = sorted(set(nav) - pages)
     assert not absent, f"mkdocs.yml's nav names pages that do not exist in docs/: {absent}"
+    twice = sorted({page for page in nav if nav.count(page) > 1})
+    assert not twice, f"mkdocs.yml's nav names these pages more than once: {twice}"
 
 
 def test_api_reference_covers_the_public_modules():

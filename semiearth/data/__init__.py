@@ -1,5 +1,7 @@
-"""Datasets: the registry (`build_dataset`) and the built-in synthetic aerial scenes."""
+"""Datasets: the registry (`build_dataset`, `dataset_spec`) and the built-in synthetic aerial scenes.
 
-from semiearth.data.registry import DATASETS, SPLITS, build_dataset, dataset_class, register_dataset
+Importing this package imports the tables only (semiearth/data/registry.py), not the datasets."""
 
-__all__ = ["DATASETS", "SPLITS", "build_dataset", "dataset_class", "register_dataset"]
+from semiearth.data.registry import DATASETS, SPLITS, build_dataset, dataset_class, dataset_spec, register_dataset
+
+__all__ = ["DATASETS", "SPLITS", "build_dataset", "dataset_class", "dataset_spec", "register_dataset"]

@@ -1,4 +1,4 @@
-"""Class names, palettes and label encodings of every supported dataset, stated explicitly.
+"""Class names, palettes, prompt synonyms and label encodings of every supported dataset, stated explicitly.
 
 Every dataset in SemiEarth is trained on *train ids* ``0..C-1`` with ``ignore_index`` (255) for
 pixels that carry no class (no-data, eroded boundaries, unknown). The official releases encode their

@@ -17,8 +17,9 @@ semiearth-train does. The change to a torchgeo setup is three lines::
 The unlabelled batches (dicts with `image`, or image tensors) get the datamodule's own device
 transfer and augmentation/normalisation (`on_after_batch_transfer`), like the labelled ones. The
 purifier must be told how the images are normalised (`VLMPurifier(image_mean=, image_std=)`; torchgeo's
-default datamodules divide by 255, which is the purifier's default of mean 0, std 1). A classifier
-with a `fit` (PrototypeClassifier) is fitted on up to `fit_images` labelled images when training starts.
+default datamodules divide by 255, which is the purifier's default of mean 0, std 1) and build its
+classifier on the training device (`PrototypeClassifier(device="cuda")` on a GPU). A classifier with
+a `fit` (PrototypeClassifier) is fitted on up to `fit_images` labelled images when training starts.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ class TeacherStudentTask(SemanticSegmentationTask):
         ignore = self.hparams["ignore_index"]
         p = self.purifier
         clf.fit(
-            images.cpu(),
-            masks.cpu(),
+            images,
+            masks,
             image_mean=p.image_mean,
             image_std=p.image_std,
             purifier=p,

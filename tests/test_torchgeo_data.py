@@ -160,7 +160,12 @@ def test_cli_reports_a_torchgeo_data_error_in_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("options", "words"),
-    [("{dataset: LoveDA, ratoi: 1/8}", ["data.options.ratoi", "ratio"]), ("{dataset: LoveDA, ratio: 2}", ["ratio"])],
+    [
+        ("{dataset: LoveDA, ratoi: 1/8}", ["data.options.ratoi", "ratio"]),
+        ("{dataset: LoveDA, ratio: 2}", ["ratio"]),
+        ("{dataset: LoveDA, splits: {train: train, tset: test}}", ["no split 'tset'", "train, val, test"]),
+        ("{dataset: LoveDA, kwargs: {scene: [suburban]}}", ["LoveDA(root=", "failed", "check data.options.kwargs"]),
+    ],
 )
 def test_bad_options_name_the_key(roots, options, words):
     sets = [s for s in torchgeo_sets("LoveDA", roots["LoveDA"]) if not s.startswith("data.options")]

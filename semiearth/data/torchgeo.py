@@ -204,25 +204,35 @@ class TorchgeoDataset(Dataset):
 
     def roles(self) -> dict[str, str]:
         roles = dict(self.options.splits or self.source.roles)
+        known = list(self.cls.splits)
+        unknown = [s for s in roles if s not in known]
+        if unknown:
+            raise DataError(
+                f"data.options.splits: torchgeo {self.name} has no split {unknown[0]!r}; its splits: {', '.join(known)}"
+            )
         if "train" not in roles.values():
             raise DataError(f"data.options.splits {roles}: no torchgeo split has the role 'train' (the labelled pool)")
         return roles
 
     def _open_splits(self) -> dict[str, tuple[object, str]]:
         """torchgeo split -> (the torchgeo dataset, its role). A split that is not on disk is left out,
-        unless it is the train pool; a labelled role needs masks."""
+        unless it is the train pool; any other failure is an error; a labelled role needs masks."""
         kwargs = {**self.source.kwargs, **self.options.kwargs}
         parts = {}
         for tg_split, role in self.roles().items():
             try:
                 ds = self.cls(root=self.root, split=tg_split, **kwargs)
-            except Exception as err:  # torchgeo: DatasetNotFoundError, AssertionError on a bad split, ...
-                if role != "train":
-                    continue
-                raise DataError(
-                    f"torchgeo {self.name}(root={self.root!r}, split={tg_split!r}) failed: {_one_line(err) or type(err).__name__}; "
+            except Exception as err:  # torchgeo: DatasetNotFoundError, AssertionError on bad kwargs, ...
+                missing = type(err).__name__ == "DatasetNotFoundError"
+                if role != "train" and missing:
+                    continue  # e.g. LoveDA without its Test images: no extra unlabelled data
+                fix = (
                     f"set data.root to the folder you pass to torchgeo's {self.name}(root=...)"
-                ) from None
+                    if missing
+                    else f"check data.options.kwargs {kwargs} against torchgeo's {self.name} arguments"
+                )
+                call = f"{self.name}(root={self.root!r}, split={tg_split!r})"
+                raise DataError(f"torchgeo {call} failed: {_one_line(err) or type(err).__name__}; {fix}") from None
             if len(ds) == 0:
                 continue
             if role != "unlabeled" and "mask" not in ds[0]:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from semiearth import bounds
 from semiearth.ops import PurifyStats, backends, crop_batch, purify_apply, purify_apply_probs, purify_stats
 from semiearth.ops._extension import BACKENDS
-from semiearth.ops._validate import check_int, check_unit_interval
+from semiearth.ops._validate import check_bound, check_int, check_unit_interval
 from semiearth.ops.purify_apply import RULES, pixel_regions
 from semiearth.purify.classifiers._base import accepts_classes, as_triple, check_probabilities
 from semiearth.purify.regions import crop_scale_shift, select_regions
@@ -228,8 +229,9 @@ class VLMPurifier:
             raise ValueError(f"VLMPurifier: trust must be a finite number >= 0, got {trust!r}")
         for name, v in (("low_thresh", low_thresh), ("tau", tau), ("admit_thresh", admit_thresh)):
             check_unit_interval("VLMPurifier", name, v)
-        for name, v, lo in (("cell", cell, 1), ("radius", radius, 0), ("max_regions", max_regions, 0)):
-            check_int("VLMPurifier", name, v, lo)
+        for name, v, bound in (("cell", cell, bounds.CELL), ("radius", radius, bounds.RADIUS)):
+            check_bound("VLMPurifier", name, v, bound, integer=True)
+        check_int("VLMPurifier", "max_regions", max_regions, 0)  # 0: no regions (the config asks for >= 1)
         if backend not in BACKENDS:
             raise ValueError(f"VLMPurifier: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.classifier = classifier
@@ -247,9 +249,8 @@ class VLMPurifier:
         self.mask_crops = bool(mask_crops)
         topk = getattr(classifier, "topk", 0) if topk is None else topk
         prob_floor = getattr(classifier, "prob_floor", 0.0) if prob_floor is None else prob_floor
-        check_int("VLMPurifier", "topk", topk, 0)
-        if isinstance(prob_floor, bool) or not isinstance(prob_floor, (int, float)) or not 0 <= prob_floor < 1:
-            raise ValueError(f"VLMPurifier: prob_floor must be a number in [0, 1), got {prob_floor!r}")
+        check_bound("VLMPurifier", "topk", topk, bounds.TOPK, integer=True)
+        check_bound("VLMPurifier", "prob_floor", prob_floor, bounds.PROB_FLOOR)
         self.topk, self.prob_floor = int(topk), float(prob_floor)
         self.accepts_classes = accepts_classes(classifier)
         self._scale_shift = {}  # crop_batch scale/shift per (images dtype, classifier mean, std)

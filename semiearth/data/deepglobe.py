@@ -132,15 +132,15 @@ class DeepGlobe(SegmentationDataset):
 
     def official_items(self, layout: str, split: str) -> list[Item]:
         if split in ("val", "test"):
-            parts = [("valid" if split == "val" else "test")]
-            pairs = [(k, i, m) for p in parts for k, i, m in official_pairs(self.root, p) if m]
+            part = "valid" if split == "val" else "test"
+            pairs = [(k, i, m) for k, i, m in official_pairs(self.root, part) if m]
             if not pairs:
                 raise DataError(
                     f"DeepGlobe official layout at {self.root}: no {split} masks (valid/ and test/ masks are not "
                     f"public): run `semiearth-prepare deepglobe --src {self.root} --out DIR` for val/test held out "
                     "of train/, and set data.root=DIR"
                 )
-            return [Item(i, m, f"{parts[0]}_{k}") for k, i, m in pairs]
+            return [Item(i, m, f"{part}_{k}") for k, i, m in pairs]
         if split == "labeled":
             return [Item(i, m, f"train_{k}") for k, i, m in official_pairs(self.root, "train") if m]
         items = [Item(i, None, f"{p}_{k}") for p in ("valid", "test") for k, i, _ in official_pairs(self.root, p)]

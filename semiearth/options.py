@@ -17,7 +17,7 @@ Who owns the defaults:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -152,6 +152,24 @@ class FolderOptions(SegmentationOptions):
     """data.options of the generic folder dataset."""
 
     auto_split: bool = False  # without split lists: every image serves every split (quick experiments)
+
+
+# The torchgeo classes `data.name: torchgeo` reads (semiearth/data/torchgeo.py maps each onto our contract).
+TorchgeoName = Literal["LoveDA", "Potsdam2D", "Vaihingen2D", "DeepGlobeLandCover"]
+TorchgeoRole = Literal["train", "val", "test", "unlabeled"]
+
+
+class TorchgeoOptions(Options):
+    """data.options of `data.name: torchgeo` (semiearth/data/torchgeo.py's docstring says what each does)."""
+
+    dataset: TorchgeoName  # the torchgeo class (semiearth.data.torchgeo.SOURCES says how each is read)
+    ratio: str | Float = "1/8"  # labelled share of the train pool: 1/8, 0.125 or 12.5%
+    seed: int = Field(0, ge=0)
+    val_frac: Float = Field(0.1, ge=0, lt=1)  # held out of the train pool when there is no val split
+    test_frac: Float = Field(0.1, ge=0, lt=1)  # held out of the train pool when there is no test split
+    splits: dict[str, TorchgeoRole] | None = None  # torchgeo split -> role; None: the dataset's default
+    kwargs: dict[str, Any] = {}  # more keyword arguments of the torchgeo class
+    unlabeled_masks: bool = False  # unlabelled items keep their masks (oracle classifier, diagnostics)
 
 
 # ----------------------------------------------------------------------------- S4 methods

@@ -10,7 +10,7 @@ from helpers import TINY_RUN
 
 pytest.importorskip("torchgeo", reason="the [torchgeo] extra is not installed (pip install -e .[torchgeo])")
 
-from semiearth.config import load_config  # noqa: E402
+from semiearth.config import ConfigError, load_config  # noqa: E402
 from semiearth.data import build_dataset  # noqa: E402
 from semiearth.data.io import DataError  # noqa: E402
 from semiearth.data.prepare import labeled_split  # noqa: E402
@@ -122,11 +122,14 @@ def one_line(err) -> str:
 
 
 def test_unknown_torchgeo_dataset_names_the_supported_ones(tmp_path):
+    """Refused when the config is loaded (semiearth.options.TorchgeoOptions), before any data is read."""
     sets = ["data.name=torchgeo", f"data.root={tmp_path}", "data.num_classes=7", "data.options={dataset: LoVEDA}"]
-    cfg = load_config(None, sets)
-    with pytest.raises(DataError) as err:
-        build_dataset(cfg.data, "labeled")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, sets)
     assert all(w in one_line(err) for w in ("'LoVEDA'", "LoveDA, Potsdam2D, Vaihingen2D, DeepGlobeLandCover"))
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [*sets[:3], "data.options={dataset: LoveDA, ratoi: 1/8}"])
+    assert all(w in one_line(err) for w in ("data.options.ratoi", "did you mean 'ratio'"))
 
 
 def test_a_split_without_masks_as_labelled_data_names_the_fix(roots):
@@ -154,14 +157,13 @@ def test_cli_reports_a_torchgeo_data_error_in_one_line(tmp_path, capsys):
     from semiearth.cli.train import main
 
     sets = ("data.name=torchgeo", f"data.root={tmp_path}", "data.num_classes=6", "data.options={dataset: Potsdam}")
-    assert main(cli_args(tmp_path / "run", *sets)) == 4
-    one_line_error(capsys, "unknown torchgeo dataset 'Potsdam'", "Potsdam2D")
+    assert main(cli_args(tmp_path / "run", *sets)) == 2  # a config error, before any data is read
+    one_line_error(capsys, "data.options.dataset", "'Potsdam'", "Potsdam2D")
 
 
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ("{dataset: LoveDA, ratoi: 1/8}", ["data.options.ratoi", "ratio"]),
         ("{dataset: LoveDA, ratio: 2}", ["ratio"]),
         ("{dataset: LoveDA, splits: {train: train, tset: test}}", ["no split 'tset'", "train, val, test"]),
         ("{dataset: LoveDA, kwargs: {scene: [suburban]}}", ["LoveDA(root=", "failed", "check data.options.kwargs"]),

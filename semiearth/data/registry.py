@@ -66,6 +66,7 @@ DATASET_OPTIONS: dict[str, str | type] = {
     "openearthmap": "semiearth.options:SegmentationOptions",
     "deepglobe": "semiearth.options:SegmentationOptions",
     "folder": "semiearth.options:FolderOptions",
+    "torchgeo": "semiearth.options:TorchgeoOptions",
 }
 
 
@@ -133,11 +134,12 @@ def check_data_config(cfg: DataConfig) -> None:
         )
     if not getattr(cls, "NEEDS_ROOT", True):
         return
-    prepare = f"semiearth-prepare {cfg.name} --src DOWNLOAD/ --out DIR" if cfg.name != "folder" else "a folder"
+    prepare = {"folder": "a folder", "torchgeo": "the folder you give torchgeo as root="}.get(
+        cfg.name, f"semiearth-prepare {cfg.name} --src DOWNLOAD/ --out DIR makes one"
+    )
     if not cfg.root:
-        raise ConfigError(f"data.root is not set for dataset {cfg.name}: --set data.root=DIR ({prepare} makes one)")
+        raise ConfigError(f"data.root is not set for dataset {cfg.name}: --set data.root=DIR ({prepare})")
     if not os.path.isdir(os.path.expanduser(cfg.root)):
         raise ConfigError(
-            f"data.root: folder {cfg.root} does not exist; --set data.root=DIR to point at your data "
-            f"({prepare} makes one)"
+            f"data.root: folder {cfg.root} does not exist; --set data.root=DIR to point at your data ({prepare})"
         )

@@ -37,32 +37,17 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from torch.utils.data import Dataset
 
 from semiearth.data.classes import IGNORE_INDEX, check_train_ids
 from semiearth.data.io import DataError, Scene
-from semiearth.options import Float, Options
+from semiearth.options import TorchgeoOptions
 
 ROLES = ("train", "val", "test", "unlabeled")
-Role = Literal["train", "val", "test", "unlabeled"]
-
-
-class TorchgeoOptions(Options):
-    """data.options of `data.name: torchgeo` (see the module docstring)."""
-
-    dataset: str = ""  # the torchgeo class: LoveDA, Potsdam2D, Vaihingen2D, DeepGlobeLandCover
-    ratio: str | Float = "1/8"  # labelled share of the train pool: 1/8, 0.125 or 12.5%
-    seed: int = Field(0, ge=0)
-    val_frac: Float = Field(0.1, ge=0, lt=1)  # held out of the train pool when there is no val split
-    test_frac: Float = Field(0.1, ge=0, lt=1)  # held out of the train pool when there is no test split
-    splits: dict[str, Role] | None = None  # torchgeo split -> role; None: the dataset's default
-    kwargs: dict[str, Any] = {}  # more keyword arguments of the torchgeo class
-    unlabeled_masks: bool = False  # unlabelled items keep their masks (oracle classifier, diagnostics)
 
 
 def read_options(options: dict) -> TorchgeoOptions:

@@ -24,6 +24,8 @@ FIXED = {  # key (or key prefix, ending in "."): why it cannot change; checked i
     "model.name": SHAPE,
     "model.variant": SHAPE,
     "model.decoder_channels": SHAPE,
+    "model.arch": SHAPE,
+    "model.encoder": SHAPE,
     "data.num_classes": "the weights do not fit another number of classes",
     "data.": DATA,
     "compare_baseline": "the run folder's layout follows it",

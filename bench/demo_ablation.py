@@ -20,7 +20,7 @@ IoU without some classes; writes a JSON and a PNG (val mIoU against iteration, t
         [--resume]                        # keep finished runs of the same config, continue unfinished ones
         [--without car]                   # also the mean IoU without these classes
 
-Not part of `make demo`: 5 methods x 3 arms x 3 seeds is 39 trainings (README: measured times). With
+Not part of `make demo`: 5 methods x 3 arms x 3 seeds is 39 trainings (docs/methods.md: measured times). With
 --json, the file is rewritten after every training, so a stopped call loses at most the one in progress.
 """
 

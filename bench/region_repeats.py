@@ -5,7 +5,7 @@ Trains a config (default semiearth/configs/demo.yaml, shortened with --set) with
 crop the purifier hands over is hashed (exact bytes of the [3,S,S] tensor: the key a cache of VLM
 answers would use) and, as a looser near-duplicate key, its 8x8 average-pooled thumbnail quantised
 to 16 levels per channel. Reports regions, repeat hits (a crop seen before in the run), the hit rate
-and the VLM tokens a cache would save at the README's per-region counts (bench/vlm_timing.py:
+and the VLM tokens a cache would save at the per-region counts of docs/classifiers.md (bench/vlm_timing.py:
 211.8 tokens per region at purify.topk 3, 250 scoring every class).
 
     python -P bench/region_repeats.py --set train.iters=200 --json /tmp/region_repeats.json
@@ -29,7 +29,7 @@ from semiearth.config import load_config  # noqa: E402
 from semiearth.train import purify_hook  # noqa: E402
 from semiearth.train.trainer import train  # noqa: E402
 
-TOKENS_PER_REGION = {"topk 3": 211.8, "all classes": 250.0}  # README "The VLM classifier" table
+TOKENS_PER_REGION = {"topk 3": 211.8, "all classes": 250.0}  # docs/classifiers.md "The VLM classifier" table
 
 
 class Counter:

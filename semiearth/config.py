@@ -208,7 +208,7 @@ class AbstainConfig(Section):
     """purify.abstain: wrap the classifier in AbstainingClassifier (semiearth/purify/classifiers/abstain.py),
     calibrated on the labelled set before training and every purify.calibrate_every iterations."""
 
-    # The break-even region accuracy of rule bayes on the worst tile (README, "How good must the region
+    # The break-even region accuracy of rule bayes on the worst tile (docs/results.md, "How good must the region
     # classifier be? A noisy oracle": 0.654); a region keeps q where its calibrated accuracy reaches it.
     min_accuracy: Float = Field(0.65, **bounds.UNIT.field())
     images: int = Field(0, ge=0)  # labelled images to calibrate on; 0 = those purify.fit_images names (all when 0)

@@ -17,7 +17,7 @@ BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch reference:RuntimeWarning")
 
 # Tolerances of restricted (topk 3, prob_floor 0.05) against full scoring on the purified pixels of the
-# real tiles (measured: README "The VLM classifier", bench/purify_quality.py --topk-agreement).
+# real tiles (measured: docs/classifiers.md "The VLM classifier", bench/purify_quality.py --topk-agreement).
 LABEL_DIFF = 0.01  # share of purified pixels whose label differs
 CONF_MEAN_DIFF = 0.02  # mean |confidence difference|
 ADMIT_DIFF = 0.03  # share whose admission at conf >= 0.95 differs

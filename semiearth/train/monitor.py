@@ -5,7 +5,7 @@ Both run the run's own purifier on labelled images under the logits of the metho
 (`Method.eval_network()`: the EMA teacher, or CPS's ensemble) at that point of training, and score
 the purifier's own regions against the labelled ground truth. A region's true class is the majority
 ground-truth class of its candidate pixels (what purification may change), the unit of the noisy
-oracle's region accuracy and of the break-even curves in the README.
+oracle's region accuracy and of the break-even curves in docs/results.md.
 
 - calibration (`purify.abstain`): `AbstainingClassifier.fit` before training and every
   `purify.calibrate_every` iterations (a classifier with `fit`, the prototypes, is cross-fitted over

@@ -70,7 +70,8 @@ def test_semiearth_protocol_split(tmp_path, capsys):
     capsys.readouterr()
     assert prepare_main([*argv, "--protocol", "semiearth", "--seed", "3"]) == 0
     captured = capsys.readouterr()
-    assert "warning: --protocol semiearth" in captured.out and "straddle" in captured.err
+    assert captured.err.startswith("semiearth-prepare: warning: --protocol semiearth") and "straddle" in captured.err
+    assert "**WARNING (protocol semiearth)**" in captured.out  # summary.md, printed at the end
     assert lists(tmp_path / "d") == lists(a)
 
 

@@ -102,6 +102,8 @@ def main(argv=None) -> int:
         if os.path.isdir(args.out):
             check_output_dir(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}: its parent folder")
         ratios = [r for r in args.ratios.split(",") if r.strip()]
+        if args.protocol == "semiearth":  # before the work; summary.md (printed at the end) repeats it
+            print(f"semiearth-prepare: warning: {PATCH_WARNING}", file=sys.stderr)
         summary = prepare(
             args.dataset,
             args.src,
@@ -124,9 +126,6 @@ def main(argv=None) -> int:
         )
         tags = [k.split("/")[0] for k in summary["splits"] if k.endswith("/labeled")]
         print(printable(config_hint(args.dataset, args.out, tags)))
-        if args.protocol == "semiearth":
-            print(f"semiearth-prepare: warning: {PATCH_WARNING} (also in {os.path.join(args.out, 'summary.md')})",
-                  file=sys.stderr)  # fmt: skip
         return 0
     except (DataError, LabelError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"semiearth-prepare: error: {printable(describe(e, args.out))}", file=sys.stderr)

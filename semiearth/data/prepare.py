@@ -443,8 +443,6 @@ def prepare(
         dataset, src, label_variant=label_variant, image_variant=image_variant, num_classes=num_classes
     )
     check_same_bands(scenes)
-    if protocol == "semiearth":
-        log(f"warning: {PATCH_WARNING}")
     final_out = out
     if os.path.exists(out) and os.listdir(out):
         if not overwrite:

@@ -126,6 +126,31 @@ VAIHINGEN = DatasetSpec(  # images are IRRG false colour (near-infrared, red, gr
 # The built-in synthetic scenes (semiearth/data/synthetic.py) draw the Potsdam classes.
 SYNTHETIC = DatasetSpec(name="synthetic", class_names=ISPRS_CLASSES, palette=ISPRS_PALETTE, synonyms=ISPRS_SYNONYMS)
 
+# -- DeepGlobe Land Cover (semiearth/data/deepglobe.py reads its colour masks) ------------------------
+DEEPGLOBE = DatasetSpec(
+    name="deepglobe",
+    class_names=("urban_land", "agriculture_land", "rangeland", "forest_land", "water", "barren_land"),
+    palette=((0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255)),
+    synonyms={
+        "urban_land": ("urban area", "buildings", "residential area", "built-up land"),
+        "agriculture_land": ("farmland", "cropland", "agricultural field", "plantation"),
+        "rangeland": ("rangeland", "grassland", "shrubland", "meadow"),
+        "forest_land": ("forest", "trees", "woodland", "tree canopy"),
+        "water": ("water", "river", "lake", "sea"),
+        "barren_land": ("barren land", "bare soil", "rock", "sand"),
+    },
+    colour_encoding={
+        (0, 255, 255): 0,
+        (255, 255, 0): 1,
+        (255, 0, 255): 2,
+        (0, 255, 0): 3,
+        (0, 0, 255): 4,
+        (255, 255, 255): 5,
+        (0, 0, 0): IGNORE_INDEX,  # unknown: clouds and others, never a class
+    },
+)  # download: https://competitions.codalab.org/competitions/18468 (DeepGlobe Land Cover starting kit;
+# also https://www.kaggle.com/datasets/balraj98/deepglobe-land-cover-classification-dataset)
+
 # -- OpenEarthMap --------------------------------------------------------------------------------
 # Download: https://zenodo.org/records/7223446 (OpenEarthMap_wo_xBD.zip; xBD part from https://xview2.org)
 OPENEARTHMAP = DatasetSpec(

@@ -30,25 +30,9 @@ import re
 
 import numpy as np
 
-from semiearth.data.classes import IGNORE_INDEX, DatasetSpec, convert_colour_mask
+from semiearth.data.classes import DEEPGLOBE, convert_colour_mask
 from semiearth.data.folder import Item, SegmentationDataset
 from semiearth.data.io import DataError, Scene
-
-DEEPGLOBE = DatasetSpec(
-    name="deepglobe",
-    class_names=("urban_land", "agriculture_land", "rangeland", "forest_land", "water", "barren_land"),
-    palette=((0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255)),
-    colour_encoding={
-        (0, 255, 255): 0,
-        (255, 255, 0): 1,
-        (255, 0, 255): 2,
-        (0, 255, 0): 3,
-        (0, 0, 255): 4,
-        (255, 255, 255): 5,
-        (0, 0, 0): IGNORE_INDEX,  # unknown: clouds and others, never a class
-    },
-)  # download: https://competitions.codalab.org/competitions/18468 (DeepGlobe Land Cover starting kit;
-# also https://www.kaggle.com/datasets/balraj98/deepglobe-land-cover-classification-dataset)
 
 PARTS = {"train": "train", "valid": "val", "test": "test"}  # official folder -> role when masks exist
 THRESHOLD = 128

@@ -55,6 +55,7 @@ DATASET_SPECS: dict[str, object] = {
     "potsdam": "semiearth.data.classes:POTSDAM",
     "vaihingen": "semiearth.data.classes:VAIHINGEN",
     "openearthmap": "semiearth.data.classes:OPENEARTHMAP",
+    "deepglobe": "semiearth.data.classes:DEEPGLOBE",
     "folder": None,  # the user's classes (data.num_classes, data.class_names, data.palette)
     "torchgeo": None,  # the classes of data.options.dataset, stated in the config
 }

@@ -12,7 +12,7 @@ def test_tiny_and_registry():
     assert model(torch.randn(2, 3, 20, 28)).shape == (2, 5, 20, 28)
     assert hasattr(model, "backbone") and hasattr(model, "decoder")
     with pytest.raises(KeyError, match="known models"):
-        build_model(ModelConfig(name="nope"), 5)  # type: ignore[arg-type]
+        build_model(ModelConfig.model_construct(name="nope"), 5)  # a config that skipped validation
 
 
 def test_effnet_lite0_fpn_offline_pretrained():

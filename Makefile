@@ -19,7 +19,7 @@ CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 export CUDA_HOME FORCE_CUDA
 
-.PHONY: setup build test test-python test-cpp test-docs docs demo bench gpu-check lint clean
+.PHONY: setup build test test-python test-cpp test-docs docs demo bench gpu-check gpu-wheels lint clean
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,16 @@ bench: build
 GPU_OUT ?= runs/gpu_check
 gpu-check:
 	OUT=$(GPU_OUT) PYTHON=$${PYTHON:-python3} bash bench/gpu_check.sh
+
+# The packages the GPU image (Python 3.12, its own torch) lacks, as wheels in .whl/ that
+# bench/gpu_check.sh installs there: the config (pydantic) and the OpenCLIP classifier.
+GPU_WHEELS ?= pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5
+gpu-wheels:
+	grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

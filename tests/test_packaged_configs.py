@@ -70,12 +70,13 @@ def test_wheel_in_a_fresh_venv_resolves_configs_by_name(tmp_path):
     run_env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     check = (
         "import torch, semiearth, semiearth._C; from semiearth.config import load_config; from semiearth.configs import config_path; "
-        "cfg = load_config('potsdam'); print(semiearth.__file__); print(config_path('demo')); print(cfg.data.name)"
+        "cfg = load_config('potsdam'); print(semiearth.__file__); print(config_path('demo')); print(cfg.data.name); "
+        "print(load_config('repro/potsdam_1').model.name)"
     )
     out = subprocess.run([py, "-P", "-c", check], cwd=tmp_path, env=run_env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    package, demo, name = out.stdout.split()
-    assert package.startswith(site) and demo.startswith(site) and name == "potsdam"
+    package, demo, name, repro_model = out.stdout.split()
+    assert package.startswith(site) and demo.startswith(site) and name == "potsdam" and repro_model == "dinov2_dpt"
     listed = subprocess.run(
         [py, "-P", "-m", "semiearth.cli.train", "--list-configs"],
         cwd=tmp_path,

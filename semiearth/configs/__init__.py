@@ -8,12 +8,14 @@ package, so it works outside a checkout); `--config repro/potsdam_10` a config i
 from __future__ import annotations
 
 import os
+import re
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def packaged_configs() -> list[str]:
-    """Names of the packaged configs ("demo", "repro/potsdam_1", ...), sorted."""
+    """Names of the packaged configs ("demo", "repro/potsdam_1", ...), sorted with numbers in order
+    (repro/potsdam_1, _5, _10)."""
     names = []
     for folder, _, files in os.walk(CONFIG_DIR):
         rel = os.path.relpath(folder, CONFIG_DIR)
@@ -21,7 +23,7 @@ def packaged_configs() -> list[str]:
             if file.endswith(".yaml"):
                 name = file[: -len(".yaml")]
                 names.append(name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}")
-    return sorted(names)
+    return sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
 
 
 def config_path(name_or_path: str) -> str:

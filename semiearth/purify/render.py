@@ -12,12 +12,6 @@ from semiearth.ops import BOUNDARY, IGNORED, LOW
 MIN_TILE_WIDTH = 224  # px per panel tile, for legible text
 
 
-def colorize(label: torch.Tensor, palette) -> np.ndarray:
-    """[H,W] int labels -> [H,W,3] uint8 in the dataset's `palette` (semiearth.data.classes.colourise:
-    the one colouring panels and predict use too); labels outside the palette, < 0 or ignore are black."""
-    return colourise(label, palette)
-
-
 def image_to_rgb(image: torch.Tensor, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0)) -> np.ndarray:
     """[3,H,W] uint8 or normalised float -> [H,W,3] uint8."""
     x = image.detach().cpu()
@@ -70,12 +64,12 @@ def render(
     palette = palette if palette is not None else default_palette(c)
     panels = [
         ("image + regions (VLM top-1)", image_to_rgb(image, image_mean, image_std)),
-        ("teacher pseudo-label", colorize(out.stats.label[index], palette)),
+        ("teacher pseudo-label", colourise(out.stats.label[index], palette)),
         ("candidates (red: on boundary)", candidate_map(out.stats.flags[index])),
-        ("purified label", colorize(out.label[index], palette)),
+        ("purified label", colourise(out.label[index], palette)),
     ]
     if gt is not None:
-        panels.append(("ground truth", colorize(gt, palette)))
+        panels.append(("ground truth", colourise(gt, palette)))
     # Small tiles (e.g. 64 px training crops) are enlarged, nearest-neighbour, so titles and
     # region labels stay readable.
     zoom = max(1, -(-MIN_TILE_WIDTH // panels[0][1].shape[1]))

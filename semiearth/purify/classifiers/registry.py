@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from semiearth.config import classifier_problem
-from semiearth.registry import CLASSIFIER_OPTIONS, CLASSIFIERS, CONFIG_ARGS, lookup, options_model, register
+from semiearth.registry import CLASSIFIER_OPTIONS, CLASSIFIERS, CONFIG_ARGS, lookup, register
 
 
 @dataclass
@@ -72,13 +72,7 @@ def build_classifier(name: str, ctx: ClassifierContext):
     return classifier
 
 
-def option_names(name: str) -> list[str] | None:
-    """The keys `purify.classifier_options` may give classifier `name` (None: any): its options model's."""
-    model = options_model(CLASSIFIERS, CLASSIFIER_OPTIONS, name)
-    return None if model is None else list(model.model_fields)
-
-
 __all__ = [
     "CLASSIFIERS", "CLASSIFIER_OPTIONS", "CONFIG_ARGS", "ClassifierContext", "build_classifier", "check_method",
-    "classifier_class", "option_names", "register_classifier", "trainer_methods",
+    "classifier_class", "register_classifier", "trainer_methods",
 ]  # fmt: skip

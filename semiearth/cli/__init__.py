@@ -227,12 +227,7 @@ def check_output_dir(path: str, option: str = "--out") -> None:
     folder we write in: it is a file, a part of it is a file, or its disk is read-only / not ours."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(errno.EEXIST, f"{option} {path} is a file; name a folder (it is created if missing)")
-    base = _existing_ancestor(path)
-    if not os.path.isdir(base):
-        raise OutputError(
-            errno.ENOTDIR, f"{option} {path}: {base} is a file, not a folder; choose another path for {option}"
-        )
-    _probe(base, option, path)
+    _check_writable(path, option, path)
 
 
 def check_output_file(path: str, option: str) -> None:
@@ -240,16 +235,16 @@ def check_output_file(path: str, option: str) -> None:
     read-only or foreign folder. Its folder may be missing (then the nearest existing one is checked)."""
     if os.path.isdir(path):
         raise OutputError(errno.EISDIR, f"{option} {path} is a folder; name a file")
-    folder = os.path.dirname(os.path.abspath(path))
+    _check_writable(os.path.dirname(os.path.abspath(path)), option, path)
+
+
+def _check_writable(folder: str, option: str, path: str) -> None:
+    """OutputError unless the nearest existing ancestor of `folder` is a folder we can write in."""
     base = _existing_ancestor(folder)
     if not os.path.isdir(base):
         raise OutputError(
             errno.ENOTDIR, f"{option} {path}: {base} is a file, not a folder; choose another path for {option}"
         )
-    _probe(base, option, path)
-
-
-def _probe(base: str, option: str, path: str) -> None:
     try:
         probe_write(base)
     except OSError as err:

@@ -102,17 +102,9 @@ class DeepGlobe(SegmentationDataset):
     """DeepGlobe Land Cover, 6 classes + unknown (ignore); see the module doc."""
 
     spec = DEEPGLOBE
-    OPTIONS = ("unlabeled_masks",)
-
-    @staticmethod
-    def find_scenes(src: str, **kw) -> list[Scene]:
-        return find_scenes(src, **kw)
-
-    def detect_official(self) -> str | None:
-        return detect_layout(self.root)
-
-    def raw_decoder(self, layout: str):
-        return _decode
+    find_scenes = staticmethod(find_scenes)
+    detect_layout = staticmethod(detect_layout)
+    decode_raw = staticmethod(_decode)
 
     def official_items(self, layout: str, split: str) -> list[Item]:
         if split in ("val", "test"):

@@ -129,8 +129,8 @@ def read_prepared_meta(root: str) -> dict:
 class SegmentationDataset(Dataset):
     """Base of every real dataset: a list of :class:`Item` plus a label decoder.
 
-    Subclasses set ``spec`` (classes and encodings) and override :meth:`official_items` to read their
-    official layout. Resolution of ``(cfg.root, split)``:
+    Subclasses set ``spec`` (classes and encodings), ``detect_layout`` and ``decode_raw`` (static
+    functions of their module) and override :meth:`official_items` to read their official layout. Resolution of ``(cfg.root, split)``:
 
     1. ``cfg.splits[split]`` names a list file that exists under ``root``: read it. Masks are train
        ids, unless ``root`` is an official layout (then the dataset's raw encoding applies).
@@ -140,6 +140,10 @@ class SegmentationDataset(Dataset):
     """
 
     spec: DatasetSpec | None = None
+    # The official layout, declared by each dataset as functions of its module:
+    # detect_layout(root) -> the layout's name or None; decode_raw(raw label, path) -> train ids.
+    detect_layout: Callable[[str], str | None] | None = None
+    decode_raw = staticmethod(identity_decoder)
     OPTIONS: tuple[str, ...] = ("unlabeled_masks",)  # the data.options keys read (SegmentationOptions)
     Options = SegmentationOptions  # data.options, checked when the config is loaded
 
@@ -177,7 +181,7 @@ class SegmentationDataset(Dataset):
         if list_path and os.path.isfile(list_path):
             items = read_split_list(self.root, list_path)
             if official is not None:
-                return f"{official} (list {rel})", items, self.raw_decoder(official)
+                return f"{official} (list {rel})", items, self.decode_raw
             return "list", items, identity_decoder
         if official is not None:
             if list_path:
@@ -186,7 +190,7 @@ class SegmentationDataset(Dataset):
                     f"so split {self.split!r} follows the official split",
                     stacklevel=3,
                 )
-            return official, self.official_items(official, self.split), self.raw_decoder(official)
+            return official, self.official_items(official, self.split), self.decode_raw
         if not rel:
             raise FileNotFoundError(
                 f"no split list for {self.split!r}: set data.splits.{self.split} to a list file relative to "
@@ -196,14 +200,11 @@ class SegmentationDataset(Dataset):
         raise FileNotFoundError(f"split list not found: {list_path}")
 
     def detect_official(self) -> str | None:
-        """Name of the official layout found at ``self.root``, or None."""
-        return None
+        """Name of the official layout found at ``self.root`` (by ``detect_layout``), or None."""
+        return self.detect_layout(self.root) if self.detect_layout else None
 
     def official_items(self, layout: str, split: str) -> list[Item]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def raw_decoder(self, layout: str) -> Decoder:
-        return identity_decoder
 
     # -- items -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -236,6 +237,30 @@ class SegmentationDataset(Dataset):
         return f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, layout={self.layout!r}, n={len(self)})"
 
 
+def folder_scenes(src: str, num_classes: int, **_) -> list[Scene]:
+    """Generic source for ``semiearth-prepare folder``: images/ (or JPEGImages/) + masks/ (or
+    SegmentationClass/) with train-id masks 0..C-1, 255 ignore; one pool."""
+    enc = {i: i for i in range(num_classes)}
+    enc[IGNORE_INDEX] = IGNORE_INDEX
+    for img_name, mask_name in (("images", "masks"), ("JPEGImages", "SegmentationClass")):
+        img_dir = os.path.join(src, img_name)
+        if os.path.isdir(img_dir):
+            scenes = []
+            for p in list_images(img_dir):
+                stem = os.path.splitext(os.path.basename(p))[0]
+                label = next(
+                    (
+                        os.path.join(src, mask_name, stem + e)
+                        for e in (".png", ".tif")
+                        if os.path.isfile(os.path.join(src, mask_name, stem + e))
+                    ),
+                    None,
+                )
+                scenes.append(Scene(stem, p, label, "pool" if label else "unlabeled", "index", enc))
+            return scenes
+    raise FileNotFoundError(f"folder not found: {os.path.join(src, 'images')} (or JPEGImages/)")
+
+
 class FolderDataset(SegmentationDataset):
     """Generic folder: images/ + masks/ (or JPEGImages/ + SegmentationClass/) + split lists.
 
@@ -247,9 +272,7 @@ class FolderDataset(SegmentationDataset):
     OPTIONS = ("unlabeled_masks", "auto_split")
     Options = FolderOptions
 
-    @staticmethod
-    def find_scenes(src: str, num_classes: int, **kw) -> list[Scene]:
-        return folder_scenes(src, num_classes, **kw)
+    find_scenes = staticmethod(folder_scenes)
 
     def detect_official(self) -> str | None:
         if not self.options.get("auto_split"):
@@ -273,27 +296,3 @@ class FolderDataset(SegmentationDataset):
         if not items:
             raise DataError(f"no images with masks in {img_dir}")
         return items
-
-
-def folder_scenes(src: str, num_classes: int, **_) -> list[Scene]:
-    """Generic source for ``semiearth-prepare folder``: images/ (or JPEGImages/) + masks/ (or
-    SegmentationClass/) with train-id masks 0..C-1, 255 ignore; one pool."""
-    enc = {i: i for i in range(num_classes)}
-    enc[IGNORE_INDEX] = IGNORE_INDEX
-    for img_name, mask_name in (("images", "masks"), ("JPEGImages", "SegmentationClass")):
-        img_dir = os.path.join(src, img_name)
-        if os.path.isdir(img_dir):
-            scenes = []
-            for p in list_images(img_dir):
-                stem = os.path.splitext(os.path.basename(p))[0]
-                label = next(
-                    (
-                        os.path.join(src, mask_name, stem + e)
-                        for e in (".png", ".tif")
-                        if os.path.isfile(os.path.join(src, mask_name, stem + e))
-                    ),
-                    None,
-                )
-                scenes.append(Scene(stem, p, label, "pool" if label else "unlabeled", "index", enc))
-            return scenes
-    raise FileNotFoundError(f"folder not found: {os.path.join(src, 'images')} (or JPEGImages/)")

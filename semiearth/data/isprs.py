@@ -155,9 +155,11 @@ def decode_colour(raw, path: str):
 
 class _ISPRS(SegmentationDataset):
     prepare_name = ""
+    detect_layout = staticmethod(detect_layout)
+    decode_raw = staticmethod(decode_mmseg)
 
     def detect_official(self) -> str | None:
-        layout = detect_layout(self.root)
+        layout = super().detect_official()
         if layout is None and _looks_official(self.root):
             raise DataError(
                 f"{self.root} holds the official {type(self).__name__} scenes, which are too large to train on "
@@ -165,9 +167,6 @@ class _ISPRS(SegmentationDataset):
                 "data.root=DIR"
             )
         return layout
-
-    def raw_decoder(self, layout: str):
-        return decode_mmseg
 
     def official_items(self, layout: str, split: str) -> list[Item]:
         if split == "unlabeled":
@@ -197,10 +196,7 @@ class Potsdam(_ISPRS):
 
     spec = POTSDAM
     prepare_name = "potsdam"
-
-    @staticmethod
-    def find_scenes(src: str, **kw) -> list[Scene]:
-        return find_potsdam_scenes(src, **kw)
+    find_scenes = staticmethod(find_potsdam_scenes)
 
 
 class Vaihingen(_ISPRS):
@@ -208,7 +204,4 @@ class Vaihingen(_ISPRS):
 
     spec = VAIHINGEN
     prepare_name = "vaihingen"
-
-    @staticmethod
-    def find_scenes(src: str, **kw) -> list[Scene]:
-        return find_vaihingen_scenes(src, **kw)
+    find_scenes = staticmethod(find_vaihingen_scenes)

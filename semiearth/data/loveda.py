@@ -77,18 +77,38 @@ def decode_loveda(raw, path: str):
     return mask
 
 
+def find_scenes(src: str, **_) -> list:
+    """Source scenes for ``semiearth-prepare loveda``: the official layout (Train -> train pool,
+    Val -> test, Test -> unlabelled only), mmseg's img_dir/ann_dir (train, val -> test, test ->
+    unlabelled) or a flat img/ + ann/ pair (one pool)."""
+    from semiearth.data.io import Scene, find_mmseg_scenes
+
+    if detect_layout(src) == "official":
+        scenes = []
+        for part, role in (("Train", "train"), ("Val", "test"), ("Test", "unlabeled")):
+            for img_dir, mask_dir, scene in official_scene_dirs(src, part):
+                for p in list_images(img_dir):
+                    stem = os.path.splitext(os.path.basename(p))[0]
+                    label = os.path.join(mask_dir, stem + ".png") if mask_dir else None
+                    if label is not None and not os.path.isfile(label):
+                        raise FileNotFoundError(f"mask not found for {p}: {label}")
+                    r = role if label is not None else "unlabeled"
+                    scenes.append(Scene(f"{part}_{scene}_{stem}", p, label, r, "index", LOVEDA.index_encoding))
+        return scenes
+    scenes = find_mmseg_scenes(src, LOVEDA.index_encoding, {"train": "train", "val": "test", "test": "unlabeled"})
+    if scenes is None:
+        raise FileNotFoundError(
+            f"no LoveDA layout in {src}: expected {{Train,Val,Test}}/{{Urban,Rural}}/images_png (+masks_png), "
+            "img_dir/ + ann_dir/, or img/ + ann/"
+        )
+    return scenes
+
+
 class LoveDA(SegmentationDataset):
     spec = LOVEDA
-
-    @staticmethod
-    def find_scenes(src: str, **kw) -> list:
-        return find_scenes(src, **kw)
-
-    def detect_official(self) -> str | None:
-        return detect_layout(self.root)
-
-    def raw_decoder(self, layout: str):
-        return decode_loveda
+    find_scenes = staticmethod(find_scenes)
+    detect_layout = staticmethod(detect_layout)
+    decode_raw = staticmethod(decode_loveda)
 
     def official_items(self, layout: str, split: str) -> list[Item]:
         need_masks = split != "unlabeled"
@@ -127,30 +147,3 @@ class LoveDA(SegmentationDataset):
         if not items:
             raise DataError(f"LoveDA {layout} layout at {self.root}: no images for split {split!r}")
         return items
-
-
-def find_scenes(src: str, **_) -> list:
-    """Source scenes for ``semiearth-prepare loveda``: the official layout (Train -> train pool,
-    Val -> test, Test -> unlabelled only), mmseg's img_dir/ann_dir (train, val -> test, test ->
-    unlabelled) or a flat img/ + ann/ pair (one pool)."""
-    from semiearth.data.io import Scene, find_mmseg_scenes
-
-    if detect_layout(src) == "official":
-        scenes = []
-        for part, role in (("Train", "train"), ("Val", "test"), ("Test", "unlabeled")):
-            for img_dir, mask_dir, scene in official_scene_dirs(src, part):
-                for p in list_images(img_dir):
-                    stem = os.path.splitext(os.path.basename(p))[0]
-                    label = os.path.join(mask_dir, stem + ".png") if mask_dir else None
-                    if label is not None and not os.path.isfile(label):
-                        raise FileNotFoundError(f"mask not found for {p}: {label}")
-                    r = role if label is not None else "unlabeled"
-                    scenes.append(Scene(f"{part}_{scene}_{stem}", p, label, r, "index", LOVEDA.index_encoding))
-        return scenes
-    scenes = find_mmseg_scenes(src, LOVEDA.index_encoding, {"train": "train", "val": "test", "test": "unlabeled"})
-    if scenes is None:
-        raise FileNotFoundError(
-            f"no LoveDA layout in {src}: expected {{Train,Val,Test}}/{{Urban,Rural}}/images_png (+masks_png), "
-            "img_dir/ + ann_dir/, or img/ + ann/"
-        )
-    return scenes

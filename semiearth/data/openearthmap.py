@@ -59,37 +59,6 @@ def decode_oem(raw, path: str):
     return mask
 
 
-class OpenEarthMap(SegmentationDataset):
-    spec = OPENEARTHMAP
-
-    @staticmethod
-    def find_scenes(src: str, **kw) -> list[Scene]:
-        return find_scenes(src, **kw)
-
-    def detect_official(self) -> str | None:
-        return detect_layout(self.root)
-
-    def raw_decoder(self, layout: str):
-        return decode_oem
-
-    def official_items(self, layout: str, split: str) -> list[Item]:
-        if split == "unlabeled":
-            raise DataError(
-                f"OpenEarthMap official layout at {self.root} has no unlabelled split: run "
-                f"`semiearth-prepare openearthmap --src {self.root} --out DIR` for labelled/unlabelled partitions"
-            )
-        images, labels = index_official(self.root)
-        list_path = os.path.join(self.root, LISTS[split])
-        items = []
-        for name in read_name_list(list_path):
-            if name not in images:
-                raise FileNotFoundError(f"{list_path}: image {name} not found under {self.root}/*/images/")
-            if name not in labels:
-                raise FileNotFoundError(f"{list_path}: label {name} not found under {self.root}/*/labels/")
-            items.append(Item(images[name], labels[name], os.path.splitext(name)[0]))
-        return items
-
-
 def find_scenes(src: str, **_) -> list[Scene]:
     """Official OpenEarthMap: train.txt -> train pool, val.txt -> val, test.txt -> test (unlabelled only
     where its labels are absent); images in no list -> pool."""
@@ -108,3 +77,27 @@ def find_scenes(src: str, **_) -> list[Scene]:
         role = role_of.get(name, "pool") if label is not None else "unlabeled"
         scenes.append(Scene(os.path.splitext(name)[0], img, label, role, "index", OPENEARTHMAP.index_encoding))
     return scenes
+
+
+class OpenEarthMap(SegmentationDataset):
+    spec = OPENEARTHMAP
+    find_scenes = staticmethod(find_scenes)
+    detect_layout = staticmethod(detect_layout)
+    decode_raw = staticmethod(decode_oem)
+
+    def official_items(self, layout: str, split: str) -> list[Item]:
+        if split == "unlabeled":
+            raise DataError(
+                f"OpenEarthMap official layout at {self.root} has no unlabelled split: run "
+                f"`semiearth-prepare openearthmap --src {self.root} --out DIR` for labelled/unlabelled partitions"
+            )
+        images, labels = index_official(self.root)
+        list_path = os.path.join(self.root, LISTS[split])
+        items = []
+        for name in read_name_list(list_path):
+            if name not in images:
+                raise FileNotFoundError(f"{list_path}: image {name} not found under {self.root}/*/images/")
+            if name not in labels:
+                raise FileNotFoundError(f"{list_path}: label {name} not found under {self.root}/*/labels/")
+            items.append(Item(images[name], labels[name], os.path.splitext(name)[0]))
+        return items

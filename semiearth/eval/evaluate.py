@@ -76,8 +76,8 @@ def evaluate(model, dataset, data_cfg, eval_cfg, device="cpu", max_images: int =
         data_cfg.num_classes,
         data_cfg.ignore_index,
         data_cfg.class_names,
-        getattr(eval_cfg, "exclude_classes", None),
-        getattr(eval_cfg, "boundary_erosion", 0),
+        eval_cfg.exclude_classes,
+        eval_cfg.boundary_erosion,
         ground_truth_labels(data_cfg),
     )
     multiple = getattr(model, "size_multiple", 1)

@@ -139,7 +139,7 @@ class SyntheticOptions(Options):
     val: int = Field(48, ge=0)
     test: int = Field(48, ge=0)
     seed: int = 0
-    cache: bool = True  # keep generated scenes in memory as uint8 (~50 KB per 128 px scene)
+    cache: bool = True  # keep generated scenes in memory as uint8 (image + mask: 4 bytes/px, 64 KiB at 128 px)
 
 
 class SegmentationOptions(Options):

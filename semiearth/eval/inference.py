@@ -123,7 +123,8 @@ def sliding_average(
     if stride > window:
         raise ValueError(f"stride {stride} > window {window}: pixels between windows would get no prediction")
     if device is None:
-        device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
     H, W = max(h, window), max(w, window)
     ys, xs = window_starts(H, window, stride), window_starts(W, window, stride)
     batches = [xs[i : i + batch_size] for i in range(0, len(xs), batch_size)]

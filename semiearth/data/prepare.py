@@ -238,17 +238,13 @@ def convert_label(scene: Scene, on_unknown: str, palette=None, dataset: str = ""
     PNGs are not read as indices."""
     raw = read_label(scene.label)
     colours = read_label_palette(scene.label) if raw.ndim == 2 else None
-    if scene.label_kind == BINARISED:  # DeepGlobe: channels binarised at 128, then the colour lookup
-        if raw.ndim == 2 and colours is not None:
-            raw = colours[raw]
-        if raw.ndim == 2:
-            raise LabelError(f"{scene.label}: expected a colour (RGB) label, got a single-channel image")
-        return convert_colour_mask(binarise(raw), scene.encoding, scene.label, on_unknown="ignore")
-    if scene.label_kind == "colour":
+    if scene.label_kind in ("colour", BINARISED):
         if raw.ndim == 2 and colours is not None:  # a colour label stored as a palette PNG
             raw = colours[raw]
         if raw.ndim == 2:
             raise LabelError(f"{scene.label}: expected a colour (RGB) label, got a single-channel image")
+        if scene.label_kind == BINARISED:  # DeepGlobe: channels binarised at 128, then the colour lookup
+            raw = binarise(raw)
         return convert_colour_mask(raw, scene.encoding, scene.label, on_unknown="ignore")
     if raw.ndim == 3:
         raise LabelError(f"{scene.label}: expected an index label, got {raw.shape[2]} channels (a colour label?)")

@@ -50,6 +50,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from semiearth.cli import printable
 from semiearth.data.classes import (
     IGNORE_INDEX,
     SPECS,
@@ -143,15 +144,6 @@ def _utf8(path: str) -> bool:
     return True
 
 
-def shown(text) -> str:
-    """A path (or any text) that prints anywhere: bytes of a file name that are not UTF-8 as \\xNN."""
-    text = os.fspath(text)
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 @contextlib.contextmanager
 def readable_path(path: str | None):
     """`path`, or for a GeoTIFF whose name is not UTF-8 (GDAL takes only UTF-8 names) a UTF-8 symlink
@@ -165,7 +157,7 @@ def readable_path(path: str | None):
         os.symlink(os.path.abspath(path), link)
         yield link
     except (DataError, LabelError) as err:
-        raise type(err)(str(err).replace(link, shown(path))) from None
+        raise type(err)(str(err).replace(link, printable(path))) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -223,7 +215,7 @@ def check_same_bands(scenes: list[Scene]) -> None:
     odd = sorted(p for p, b in bands.items() if b is not None and b != usual)
     raise DataError(
         f"{len(odd)} of {len(scenes)} scene image(s) have another number of bands than the other scenes' {usual}, "
-        f"e.g. {shown(odd[0])} ({bands[odd[0]]} band(s)): convert them (e.g. grayscale to RGB) or leave them out"
+        f"e.g. {printable(odd[0])} ({bands[odd[0]]} band(s)): convert them (e.g. grayscale to RGB) or leave them out"
     )
 
 

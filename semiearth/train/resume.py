@@ -64,12 +64,13 @@ def config_changes(old: dict, cfg: Config) -> dict[str, tuple]:
     return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if k not in IGNORED and a[k] != b[k]}
 
 
-def _fixed_reason(key: str) -> str | None:
+def _fixed_rule(key: str) -> tuple[int, str] | None:
+    """(position in FIXED, why) of the first FIXED rule that `key` may not change under, or None."""
     if key in MAY_CHANGE:
         return None
-    for k, why in FIXED.items():
+    for i, (k, why) in enumerate(FIXED.items()):
         if key == k or (k.endswith(".") and key.startswith(k)):
-            return why
+            return i, why
     return None
 
 
@@ -80,11 +81,8 @@ def check_resume_config(ckpt: dict, cfg: Config, path: str) -> dict[str, tuple]:
     if not isinstance(old, dict):
         return {}  # a checkpoint without its config (hand-made): check_compatible still checks it
     changed = config_changes(old, cfg)
-    order = list(FIXED)
-    refused = sorted(
-        ((k, why) for k in changed if (why := _fixed_reason(k))),
-        key=lambda kw: next(i for i, f in enumerate(order) if kw[0] == f or (f.endswith(".") and kw[0].startswith(f))),
-    )
+    rules = sorted((rule, k) for k in changed if (rule := _fixed_rule(k)))  # in FIXED's order, then by key
+    refused = [(k, why) for (_, why), k in rules]
     if refused:
         key, why = refused[0]
         theirs, ours = changed[key]

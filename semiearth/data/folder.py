@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semiearth.data.classes import IGNORE_INDEX, DatasetSpec, check_train_ids
-from semiearth.data.io import DataError, Scene, list_images, read_image, read_label
+from semiearth.data.io import DataError, Scene, check_same_size, list_images, read_image, read_label
 from semiearth.options import FolderOptions, SegmentationOptions
 
 PREPARED_META = "semiearth.json"
@@ -216,10 +216,7 @@ class SegmentationDataset(Dataset):
         h, w = image.shape[1:]
         if item.mask is not None and self.load_masks:
             raw = read_label(item.mask)
-            if raw.shape[:2] != (h, w):
-                raise DataError(
-                    f"mask {item.mask} is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image {item.image} is {w}x{h}"
-                )
+            check_same_size((h, w), raw.shape[:2], item.image, item.mask)
             mask = np.asarray(self.decoder(raw, item.mask)).astype(np.int64)
             if self.ignore_index != IGNORE_INDEX and (self.decoder is not identity_decoder or is_prepared(self.root)):
                 # raw decoders and prepared masks use 255 for ignore; the config may ask for another value

@@ -63,6 +63,7 @@ from semiearth.data.folder import PREPARED_META
 from semiearth.data.io import (
     DataError,
     Scene,
+    check_same_size,
     image_bands,
     is_geotiff,
     read_label,
@@ -543,10 +544,7 @@ def read_scene(scene: Scene, *, plan: Plan):
     palette = plan.palette if plan.check_palette else None
     with readable_path(scene.label) as path:
         mask, unknown = convert_label(dataclasses.replace(scene, label=path), plan.on_unknown, palette, plan.dataset)
-    if mask.shape != (h, w):
-        raise DataError(
-            f"mask {scene.label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {scene.image} is {w}x{h}"
-        )
+    check_same_size((h, w), mask.shape, scene.image, scene.label)
     bad = (mask >= plan.num_classes) & (mask != IGNORE_INDEX)
     if bad.any():
         vals, cnts = np.unique(mask[bad], return_counts=True)

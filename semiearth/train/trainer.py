@@ -415,7 +415,7 @@ def _train(s: TrainState, resume: bool, changed: dict, keep_state: bool) -> dict
             with deferred_checks(checks):
                 out = train_step(s, batch_x, batch_u, window.timer)
             s.iteration += 1
-            window.collect(out, s.iteration, getattr(s.method, "step_health", None))
+            window.collect(out, s.iteration, s.method.step_health)
             logger.step(1)
             if main and out.purified:
                 if (s.iteration - 1) // cfg.purify.every % cfg.purify.records_every == 0:

@@ -171,6 +171,10 @@ class SegmentationDataset(Dataset):
         if not self.items:
             raise DataError(f"{type(self).__name__}: split {split!r} of {self.root} ({self.layout}) has no items")
         self.load_masks = split != "unlabeled" or bool(self.options.get("unlabeled_masks", False))
+        # raw decoders and prepared masks use 255 for ignore; the config may ask for another value
+        self.remap_ignore = self.ignore_index != IGNORE_INDEX and (
+            self.decoder is not identity_decoder or is_prepared(self.root)
+        )
 
     # -- layout resolution -----------------------------------------------------------------------
     def _resolve(self) -> tuple[str, list[Item], Decoder]:
@@ -218,8 +222,7 @@ class SegmentationDataset(Dataset):
             raw = read_label(item.mask)
             check_same_size((h, w), raw.shape[:2], item.image, item.mask)
             mask = np.asarray(self.decoder(raw, item.mask)).astype(np.int64)
-            if self.ignore_index != IGNORE_INDEX and (self.decoder is not identity_decoder or is_prepared(self.root)):
-                # raw decoders and prepared masks use 255 for ignore; the config may ask for another value
+            if self.remap_ignore:
                 mask[mask == IGNORE_INDEX] = self.ignore_index
             check_train_ids(mask, self.num_classes, self.ignore_index, item.mask)
         else:

@@ -43,11 +43,10 @@ sys.path.insert(0, ROOT)
 from PIL import Image  # noqa: E402
 
 from semiearth.config import load_config  # noqa: E402
-from semiearth.data.prepare import parse_ratio, prepare, ratio_tag  # noqa: E402
+from semiearth.data.classes import LOVEDA, SYNTHETIC  # noqa: E402
+from semiearth.data.prepare import PROTOCOLS, parse_ratio, prepare, ratio_tag  # noqa: E402
 
 SHARED_LOVEDA = os.path.join(ROOT, "..", "shared", "data", "loveda")
-PROTOCOLS = ("scene", "semiearth")
-LOVEDA_CLASSES = ["background", "building", "road", "water", "barren", "forest", "agriculture"]
 RUN = [
     "train.method=supervised",
     "model.name=tiny",
@@ -77,7 +76,7 @@ def write_synthetic(src: str, scenes: int, size: int) -> tuple[list, int]:
         rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
         Image.fromarray(rgb).save(os.path.join(src, "images", f"scene{i:02d}.png"))
         Image.fromarray(mask.numpy().astype(np.uint8)).save(os.path.join(src, "masks", f"scene{i:02d}.png"))
-    return ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"], 6
+    return list(SYNTHETIC.class_names), SYNTHETIC.num_classes
 
 
 def prepare_both(source: str, work: str, args, seed: int) -> dict:
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
         if args.source == "synthetic":
             classes, _ = write_synthetic(os.path.join(work, "src"), args.scenes, args.scene_size)
         else:
-            classes = LOVEDA_CLASSES
+            classes = list(LOVEDA.class_names)
         for seed in args.seeds:
             folders = prepare_both(args.source, work, args, seed)
             row = {"seed": seed}

@@ -27,7 +27,6 @@ from semiearth.data.classes import SYNTHETIC
 from semiearth.options import SyntheticOptions
 
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
-DEFAULTS = SyntheticOptions().model_dump()
 _SPLIT_SALT = {"labeled": 1, "unlabeled": 2, "val": 3, "test": 4}
 
 

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_RUN, save_tiny_checkpoint
+from helpers import cli_args, save_tiny_checkpoint
 from PIL import Image
 
 import semiearth.train
@@ -26,13 +26,8 @@ from semiearth.config import load_config
 from semiearth.data.prepare import prepare
 from semiearth.train.checkpoint import load_checkpoint
 
-TINY = [*TINY_RUN, "train.ckpt_every=0", "train.panel_every=0", "compare_baseline=false"]
 QUIET = {"progress": False, "log": lambda *a: None}
 BAR = re.compile(r"\d+%\|")  # a tqdm progress bar segment
-
-
-def train_args(out, *overrides, config="demo"):
-    return ["--config", config, "--out", str(out), *[a for o in [*TINY, *overrides] for a in ("--set", o)]]
 
 
 def one_line(capsys, *words) -> str:
@@ -73,10 +68,10 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path, capsys)
     assert (cfg.train.lr, cfg.train.head_lr_mult, cfg.train.weight_decay) == (5e-6, 40.0, 0.01)
     assert cfg.data.mean == [0.5, 0.5, 0.5]
     out = tmp_path / "R"
-    assert train_main(train_args(out, "train.lr=5e-6", "train.iters=1")) == 0
+    assert train_main(cli_args(out, "train.lr=5e-6", "train.iters=1")) == 0
     assert load_config(str(out / "config.yaml")).train.lr == 5e-6
     capsys.readouterr()
-    assert train_main(train_args(tmp_path / "x", "train.lr=5e-x")) == 2
+    assert train_main(cli_args(tmp_path / "x", "train.lr=5e-x")) == 2
     one_line(capsys, "train.lr", "expected float", "5e-x")
 
 
@@ -97,7 +92,7 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path, capsys)
 )  # fmt: skip
 def test_config_mistakes_are_one_line_errors_before_the_work(tmp_path, capsys, monkeypatch, overrides, words):
     monkeypatch.setattr(semiearth.train, "run", never)
-    assert train_main(train_args(tmp_path / "x", *overrides)) == 2
+    assert train_main(cli_args(tmp_path / "x", *overrides)) == 2
     one_line(capsys, "config error", *words)
     assert not (tmp_path / "x").exists()
 
@@ -151,7 +146,7 @@ def test_disk_full_while_saving_is_one_line_and_the_last_checkpoint_stays(tmp_pa
 
     monkeypatch.setattr(torch, "save", save)
     out = tmp_path / "R"
-    assert train_main(train_args(out, "train.iters=4", "train.ckpt_every=2")) == 1
+    assert train_main(cli_args(out, "train.iters=4", "train.ckpt_every=2")) == 1
     line = one_line(capsys, "semiearth-train: error:", "disk", "full")
     assert "unexpected pos" not in line or "torch.save" in line
     monkeypatch.setattr(torch, "save", real)
@@ -165,7 +160,7 @@ def test_train_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, c
     out = {"file": tmp_path / "f", "under_file": tmp_path / "f" / "run", "read_only": tmp_path / "ro" / "run"}[where]
     if where == "read_only":
         read_only(monkeypatch, tmp_path / "ro")
-    assert train_main(train_args(out)) == 2
+    assert train_main(cli_args(out)) == 2
     words = {"file": ["is a file", "name a folder"], "under_file": ["is a file, not a folder"],
              "read_only": ["cannot write in", str(tmp_path / "ro")]}[where]  # fmt: skip
     one_line(capsys, "--out", str(out), *words)
@@ -450,7 +445,7 @@ def test_openclip_weight_files_of_the_wrong_kind_are_one_line(tmp_path, capsys, 
     else:
         torch.save({"state_dict": {"w": Foreign()}}, path)
     options = f"purify.classifier_options={{model: {TINY_CLIP}, pretrained: '{path}'}}"
-    assert train_main(train_args(tmp_path / "R", "purify=openclip", "purify.every=1", options)) == 2
+    assert train_main(cli_args(tmp_path / "R", "purify=openclip", "purify.every=1", options)) == 2
     words = {
         "text": ["not a PyTorch or safetensors weight file", "a text file", "version https"],
         "empty": ["empty (0 bytes)"],
@@ -467,8 +462,8 @@ def test_a_vlm_folder_with_junk_files_is_one_line(tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
     (folder / "model-00001-of-00002.safetensors").write_text("<html>404 Not Found</html>\n" * 4)
     options = f"purify.classifier_options={{model: '{folder}'}}"
-    assert train_main(train_args(tmp_path / "R", "purify=vlm", options)) == 2
+    assert train_main(cli_args(tmp_path / "R", "purify=vlm", options)) == 2
     one_line(capsys, "HFVLMClassifier", "model-00001-of-00002.safetensors", "not a safetensors file", "expected")
     (folder / "config.json").write_text("{not json")
-    assert train_main(train_args(tmp_path / "R2", "purify=vlm", options)) == 2
+    assert train_main(cli_args(tmp_path / "R2", "purify=vlm", options)) == 2
     one_line(capsys, "HFVLMClassifier", "config.json", "not JSON")

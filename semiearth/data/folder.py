@@ -144,7 +144,6 @@ class SegmentationDataset(Dataset):
     # detect_layout(root) -> the layout's name or None; decode_raw(raw label, path) -> train ids.
     detect_layout: Callable[[str], str | None] | None = None
     decode_raw = staticmethod(identity_decoder)
-    OPTIONS: tuple[str, ...] = ("unlabeled_masks",)  # the data.options keys read (SegmentationOptions)
     Options = SegmentationOptions  # data.options, checked when the config is loaded
 
     def __init__(self, cfg, split: str):
@@ -269,7 +268,6 @@ class FolderDataset(SegmentationDataset):
     ``test`` and every image as ``unlabeled`` (for quick experiments; real runs use lists).
     """
 
-    OPTIONS = ("unlabeled_masks", "auto_split")
     Options = FolderOptions
 
     find_scenes = staticmethod(folder_scenes)

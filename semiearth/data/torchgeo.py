@@ -147,7 +147,7 @@ def sample_paths(ds) -> list[str]:
 class TorchgeoDataset(Dataset):
     """`data.name: torchgeo`: one of our splits (labeled, unlabeled, val, test) of a torchgeo dataset."""
 
-    OPTIONS = tuple(TorchgeoOptions.model_fields)
+    Options = TorchgeoOptions  # data.options, checked when the config is loaded
     spec = None  # the class table depends on data.options.dataset (see class_names)
 
     def __init__(self, cfg, split: str):

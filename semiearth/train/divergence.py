@@ -27,7 +27,7 @@ import math
 import torch
 
 from semiearth.train import distributed as D
-from semiearth.train.checkpoint import CheckpointError
+from semiearth.train.checkpoint import CheckpointError, _tensors
 
 OVERFLOW_SKIPS = 20  # fp16: consecutive skipped (overflowing) steps that mean the run diverged
 EXPLODED = 1e4  # a loss or a weight this many times its reference (at least FLOOR) has diverged
@@ -103,8 +103,6 @@ class DivergenceGuard:
     def check_state(self, state: dict, iteration: int) -> None:
         """Raise before a save of NaN/inf weights or optimiser state, or of trained weights that grew
         over EXPLODED times since the last save (one read per device)."""
-        from semiearth.train.checkpoint import _tensors
-
         flags: dict[torch.device, list] = {}  # device -> [(kind, name, ok: 0-d bool tensor)]
         for p, t in _tensors(state):
             if t.is_floating_point() and t.numel():

@@ -43,6 +43,7 @@ import torch
 from pydantic import ValidationError
 from torch.utils.data import Dataset
 
+from semiearth.config import describe
 from semiearth.data.classes import IGNORE_INDEX, check_train_ids
 from semiearth.data.io import DataError, Scene
 from semiearth.options import TorchgeoOptions
@@ -54,13 +55,8 @@ def read_options(options: dict) -> TorchgeoOptions:
     """data.options as TorchgeoOptions, or a one-line DataError naming the key."""
     try:
         return TorchgeoOptions.model_validate(dict(options or {}))
-    except ValidationError as err:
-        e = err.errors()[0]
-        key = ".".join(str(p) for p in e["loc"])
-        allowed = ", ".join(TorchgeoOptions.model_fields)
-        raise DataError(
-            f"data.options.{key}: {e['msg']} (got {e.get('input')!r}); data.options keys: {allowed}"
-        ) from None
+    except ValidationError as err:  # checked when the config is loaded; again here for a DataConfig built in code
+        raise DataError(describe(err, TorchgeoOptions, "data.options")) from None
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ class SegmentationDataset(Dataset):
     """Base of every real dataset: a list of :class:`Item` plus a label decoder.
 
     Subclasses set ``spec`` (classes and encodings), ``detect_layout`` and ``decode_raw`` (static
-    functions of their module) and override :meth:`official_items` to read their official layout. Resolution of ``(cfg.root, split)``:
+    functions of their module) and override :meth:`official_items` to read their official layout.
+    Resolution of ``(cfg.root, split)``:
 
     1. ``cfg.splits[split]`` names a list file that exists under ``root``: read it. Masks are train
        ids, unless ``root`` is an official layout (then the dataset's raw encoding applies).

@@ -227,9 +227,9 @@ class Window:
         self.purified_steps = 0
         self.records: list[tuple[int, list]] = []  # (iteration, [(record table, class names, C)])
 
-    def collect(self, out: StepResult, iteration: int = 0, health: dict | None = None) -> None:
-        """Keep one step's values (no host-device sync)."""
-        self.steps.append({"iter": iteration, "loss": out.loss, **(health or {})})
+    def collect(self, out: StepResult, iteration: int, health: dict) -> None:
+        """Keep one step's values and its signs of divergence (`Method.step_health`; no host-device sync)."""
+        self.steps.append({"iter": iteration, "loss": out.loss, **health})
         for k in ("loss", "loss_x", "loss_u", "mask_ratio"):
             self.values[k].append(getattr(out, k))
         if out.purified:  # summed over the step's purifier calls (CPS makes one per student)

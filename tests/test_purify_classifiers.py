@@ -248,3 +248,15 @@ def test_check_probabilities_messages():
         check_probabilities("clf", torch.full((2, 3), 1 / 3), 2, 4)
     with pytest.raises(TypeError, match="floating"):
         check_probabilities("clf", torch.ones(2, 1, dtype=torch.long), 2, 1)
+
+
+def test_a_shared_class_name_gets_its_own_datasets_phrases(tiny_clip):
+    """ "water" is a class of LoveDA and DeepGlobe: each dataset's classifiers prompt with its own spec's
+    phrases, not those of the first spec that names the class (SYNONYMS)."""
+    from semiearth.purify.classifiers import OpenClipClassifier
+    from semiearth.purify.classifiers.classes import SYNONYMS, dataset_synonyms
+
+    assert "sea" in dataset_synonyms("deepglobe")["water"] and "sea" not in SYNONYMS["water"]
+    assert dataset_synonyms("folder") is None and dataset_synonyms(["water"]) is None  # SYNONYMS applies
+    clf = OpenClipClassifier(tiny_clip, None, class_names="deepglobe", templates=("{}",))
+    assert "sea" in clf.synonyms["water"]

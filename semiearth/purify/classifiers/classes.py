@@ -89,15 +89,37 @@ SYNONYMS: Mapping[str, list[str]] = _Synonyms()
 def resolve_class_names(class_names) -> list[str]:
     """A registered dataset's name ("potsdam", "loveda", ...) or a list of names -> names."""
     if isinstance(class_names, str):
-        key = class_names.lower().replace("-", "").replace("_", "")
-        known = {n.replace("_", ""): n for n in DATASET_CLASSES}
-        if key not in known:
-            raise ValueError(f"unknown dataset {class_names!r}; known: {sorted(known.values())} or pass a list")
-        return list(DATASET_CLASSES[known[key]])
+        return list(DATASET_CLASSES[_dataset_key(class_names)])
     names = list(class_names)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"class_names must be a dataset key or a non-empty list of strings, got {class_names!r}")
     return names
+
+
+def _dataset_key(name: str) -> str:
+    """The registered dataset that `name` spells ("LoveDA", "open-earth-map", ...), or a ValueError."""
+    key = name.lower().replace("-", "").replace("_", "")
+    known = {n.replace("_", ""): n for n in DATASET_CLASSES}
+    if key not in known:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(known.values())} or pass a list")
+    return known[key]
+
+
+def dataset_synonyms(class_names) -> dict | None:
+    """The prompt phrases of the dataset's own spec when `class_names` names a registered dataset that
+    has some; None otherwise (a list of names, a dataset without a spec such as folder: SYNONYMS, the
+    first spec that knows a name, applies).
+    Classifiers prompt with these so that a class name two datasets share ("water") gets the phrases
+    of the dataset being trained, not another's."""
+    if not isinstance(class_names, str):
+        return None
+    from semiearth.data.registry import dataset_spec
+
+    try:
+        spec = dataset_spec(_dataset_key(class_names))
+    except ValueError:
+        return None
+    return dict(spec.synonyms) if spec is not None and spec.synonyms else None
 
 
 def prompts_for(name: str, templates=TEMPLATES, synonyms=None) -> list[str]:

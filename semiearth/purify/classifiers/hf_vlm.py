@@ -48,7 +48,7 @@ from semiearth.purify.classifiers._base import (
     weights_file_problem,
 )
 from semiearth.purify.classifiers._shared import hub_offline, offline_mode
-from semiearth.purify.classifiers.classes import SYNONYMS, resolve_class_names
+from semiearth.purify.classifiers.classes import SYNONYMS, dataset_synonyms, resolve_class_names
 
 NAME = "HFVLMClassifier"
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -239,6 +239,7 @@ class HFVLMClassifier:
             "device": ctx.device,
             "topk": getattr(ctx.purify, "topk", 0),
             "prob_floor": getattr(ctx.purify, "prob_floor", 0.0),
+            "synonyms": dataset_synonyms(ctx.data.name),
             **ctx.purify.classifier_options,
         }
         clf = cls(class_names=ctx.data.class_names, **options)
@@ -285,6 +286,7 @@ class HFVLMClassifier:
             self.model_name = str(model)
         self.class_names = resolve_class_names(class_names)
         self.num_classes = len(self.class_names)
+        synonyms = dataset_synonyms(class_names) if synonyms is None else synonyms
         self.phrasings = class_phrasings(self.class_names, synonyms, capitalize)
         self.view, self.mask_crops = view, view == "masked"
         self.input_size, self.batch_size = int(input_size), int(batch_size)

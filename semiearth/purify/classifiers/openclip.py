@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from semiearth.purify.classifiers._base import ClassifierError, check_crops, load_error, weights_file_problem
 from semiearth.purify.classifiers._shared import hub_offline, offline_mode
-from semiearth.purify.classifiers.classes import TEMPLATES, prompts_for, resolve_class_names
+from semiearth.purify.classifiers.classes import TEMPLATES, dataset_synonyms, prompts_for, resolve_class_names
 
 # (pattern in the file name, open_clip model), most specific first.
 CHECKPOINT_MODELS = (
@@ -144,7 +144,8 @@ class OpenClipClassifier:
 
     @classmethod
     def from_config(cls, ctx) -> "OpenClipClassifier":
-        return cls(class_names=ctx.data.class_names, **ctx.purify.classifier_options)
+        options = {"synonyms": dataset_synonyms(ctx.data.name), **ctx.purify.classifier_options}
+        return cls(class_names=ctx.data.class_names, **options)
 
     def __init__(
         self,
@@ -177,7 +178,7 @@ class OpenClipClassifier:
         self.templates = tuple(templates)
         if not self.templates or not all("{}" in t for t in self.templates):
             raise ValueError("OpenClipClassifier: templates must be non-empty strings with a '{}' placeholder")
-        self.synonyms = synonyms
+        self.synonyms = dataset_synonyms(class_names) if synonyms is None else synonyms
         self.batch_size = int(batch_size)
         self.text_batch_size = int(text_batch_size)
         self.autocast = autocast

@@ -11,7 +11,7 @@ as in Potsdam.
 
 Options (`data.options`, semiearth.options.SyntheticOptions): size (px, default 128), labeled (8),
 unlabeled (400), val (48), test (48), seed (0), cache (true: keep generated scenes in memory as uint8,
-~50 KB per 128 px scene). Classes: semiearth.data.classes.SYNTHETIC (the Potsdam table).
+4 B per pixel: 64 KiB per 128 px scene). Classes: semiearth.data.classes.SYNTHETIC (the Potsdam table).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ and after VLMPurifier with each classifier x rule (bayes at trust 1 and 0.5, pap
    whose admission (conf >= 0.95) differs, and the classes scored per region.
 
     python bench/purify_quality.py [--json out.json] [--markdown] [--plot curves.png] [--data ../shared/data]
-    python bench/purify_quality.py --topk-agreement [--topk 3] [--prob-floor 0.05] [--no-vlm]
+    python bench/purify_quality.py --topk-agreement [--topk 3] [--prob-floor 0.05] [--no-vlm] [--neutral min]
 """
 
 import argparse
@@ -622,8 +622,8 @@ class Restricted:
     """A classifier scoring only the purifier's candidate classes, from one that scores all of them:
     its q restricted with _base.restrict_q (what a restricted VLM or CLIP call returns)."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, neutral: str = "min"):
+        self.inner, self.neutral = inner, neutral
         self.input_size, self.mean, self.std = inner.input_size, inner.mean, inner.std
         self.num_classes = inner.num_classes
         self.class_names = getattr(inner, "class_names", None)
@@ -633,7 +633,7 @@ class Restricted:
             self.inner.observe(*args)
 
     def __call__(self, crops, regions, classes=None):
-        return restrict_q(self.inner(crops, regions), classes)
+        return restrict_q(self.inner(crops, regions), classes, self.neutral)
 
 
 def agreement(full, top) -> dict:
@@ -654,13 +654,13 @@ def agreement(full, top) -> dict:
     }
 
 
-def topk_pair(clf, images, logits, kw, topk, prob_floor, rule="bayes", trust=1.0) -> dict:
-    """agreement() of `clf` restricted (Restricted(clf) unless it takes `classes`) vs full scoring."""
+def topk_pair(clf, images, logits, kw, topk, prob_floor, rule="bayes", trust=1.0, neutral="min") -> dict:
+    """agreement() of `clf` restricted (Restricted(clf, neutral) unless it takes `classes`) vs full scoring."""
     from semiearth.purify.classifiers._base import accepts_classes
 
     if not accepts_classes(clf):  # the same q in both runs (the noisy oracle draws anew per call)
         clf = CachedQ(clf)
-    restricted = clf if accepts_classes(clf) else Restricted(clf)
+    restricted = clf if accepts_classes(clf) else Restricted(clf, neutral)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         full = VLMPurifier(clf, rule=rule, trust=trust, topk=0, **kw)(images, logits)
@@ -703,7 +703,7 @@ def topk_agreement(args, units=None) -> list:
             classifiers["tiny random VLM"] = tiny_vlm(u["dataset"])
         for cname, clf in classifiers.items():
             for rule, trust in (("bayes", 1.0), ("bayes", 0.5)) if not cname.startswith("tiny") else (("bayes", 1.0),):
-                r = topk_pair(clf, u["images"], u["logits"], kw, args.topk, args.prob_floor, rule, trust)
+                r = topk_pair(clf, u["images"], u["logits"], kw, args.topk, args.prob_floor, rule, trust, args.neutral)
                 rows.append({"unit": u["name"], "classifier": cname, "rule": rule_name(rule, trust), **r})
                 print(
                     f"  {u['name']:10s} {cname:20s} {rule_name(rule, trust):12s} scored {r['scored_per_region']:.2f}"
@@ -751,6 +751,10 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=3, help="section 4: teacher top-k classes scored per region")
     ap.add_argument("--prob-floor", type=float, default=0.05, help="section 4: also classes above this mean prob")
     ap.add_argument("--no-vlm", action="store_true", help="section 4: noisy oracle only (no tiny VLM)")
+    ap.add_argument(
+        "--neutral", default="min", choices=("min", "mean", "max"),
+        help="section 4: the unscored classes' q for the noisy oracle (classifiers/_base.fill_unscored)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.data, "loveda")):
         print(f"no data at {args.data} (see ../shared/data/README.md)", file=sys.stderr)

@@ -15,7 +15,7 @@ from semiearth.data.classes import IGNORE_INDEX, LabelError
 from semiearth.data.deepglobe import DEEPGLOBE, DeepGlobe, binarise, decode_deepglobe
 from semiearth.data.io import DataError
 from semiearth.data.prepare import assemble, prepare
-from semiearth.data.registry import build_dataset, class_spec, preparable_datasets
+from semiearth.data.registry import build_dataset, dataset_spec, preparable_datasets
 
 QUIET = {"progress": False, "log": lambda *a: None}
 # the 7 official colours in train-id order, then unknown (black)
@@ -54,7 +54,7 @@ def data_cfg(root, **kw):
 
 
 def test_class_table_and_encoding():
-    assert "deepglobe" in preparable_datasets() and class_spec("deepglobe") is DEEPGLOBE
+    assert "deepglobe" in preparable_datasets() and dataset_spec("deepglobe") is DEEPGLOBE
     assert DEEPGLOBE.class_names == (
         "urban_land",
         "agriculture_land",

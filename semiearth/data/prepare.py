@@ -74,7 +74,7 @@ from semiearth.data.io import (
     write_index_png,
     write_raster_png,
 )
-from semiearth.data.registry import class_spec, scene_finder
+from semiearth.data.registry import dataset_spec, scene_finder
 from semiearth.files import current_umask
 
 DEFAULT_RATIOS = ("1/100", "5/100", "10/100")
@@ -417,7 +417,7 @@ def prepare(
         tags.append((parse_ratio(r), _ratio_tag_text(r)))
     tags = sorted(dict((t, r) for r, t in tags).items(), key=lambda x: x[1])  # unique tags, by ratio
     scene_finder(dataset)  # an unknown dataset fails here, before any work
-    spec = class_spec(dataset)  # the dataset's class table; None: the user gives --num-classes
+    spec = dataset_spec(dataset)  # the dataset's class table; None: the user gives --num-classes
     if spec is None:
         if not num_classes:
             raise ValueError(f"semiearth-prepare {dataset} needs --num-classes")

@@ -108,9 +108,6 @@ def scene_finder(name: str):
     return finder
 
 
-class_spec = dataset_spec  # the name semiearth.data.prepare uses
-
-
 def build_dataset(cfg: DataConfig, split: str):
     """The `split` of the dataset `cfg.name`."""
     if split not in SPLITS:
